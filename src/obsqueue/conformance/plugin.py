@@ -1,0 +1,271 @@
+"""The obsqueue pytest plugin (entry point ``pytest11``): inert until asked.
+
+Nothing happens unless ``--obsqueue-engine URL`` is given (the suite's tests are then
+parametrized over the URLs) or a test module imports the suite and overrides the
+``obsqueue_engine_spec`` fixture for a downstream engine::
+
+    # downstream tests/test_conformance.py
+    from obsqueue.conformance.suite import *  # noqa: F403
+
+    # downstream tests/conftest.py
+    @pytest.fixture
+    def obsqueue_engine_spec(tmp_path):
+        return EngineSpec("mything://...", {"namespace": "t1"})
+
+A server engine URL without a host (``postgresql://``, ``redis://``, ``rq+redis://``) asks the
+suite for a server: ``OBSQUEUE_POSTGRES_URL`` / ``OBSQUEUE_REDIS_URL`` / ``OBSQUEUE_AMQP_URL``
+if set, else a throwaway instance. Tests that kill a server always start their own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from obsqueue.conformance.outcomes import Collector, EngineRun, extra_key, label_key, record_key
+from obsqueue.engines.base import Capability, ObservationQueueEngine
+
+__all__ = ["EngineTarget", "Recorder"]
+
+PROPERTY_MARK = "obsqueue_property"
+REQUIRES_MARK = "requires"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("obsqueue", "obsqueue conformance suite")
+    group.addoption(
+        "--obsqueue-engine", action="append", default=[], metavar="URL",
+        help="run the obsqueue conformance suite against this engine URL (repeatable); a "
+             "server URL without a host (e.g. postgresql://) gets a throwaway server",
+    )
+    group.addoption(
+        "--obsqueue-results", default=None, metavar="DIR",
+        help="where to write conformance-<engine>.json (default: reports/results)",
+    )
+    group.addoption(
+        "--obsqueue-seed", default=None, type=int, metavar="N",
+        help="seed for the random fault points (default: random, printed in the results)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{PROPERTY_MARK}(*ids): the obsqueue property (P1..P16) a test checks"
+    )
+    config.addinivalue_line(
+        "markers", f"{REQUIRES_MARK}(*capabilities): capabilities the engine must declare"
+    )
+    config.stash[record_key] = Collector()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    urls = metafunc.config.getoption("obsqueue_engine")
+    if "obsqueue_engine_url" in metafunc.fixturenames and urls:
+        labels = _labels(urls)
+        metafunc.parametrize("obsqueue_engine_url", urls, ids=labels, indirect=True,
+                             scope="session")
+
+
+def _labels(urls: list[str]) -> list[str]:
+    from obsqueue.conformance.spec import split_server_durability
+    from obsqueue.engines import scheme_of
+    from obsqueue.results import safe_label
+
+    labels: list[str] = []
+    for url in urls:
+        plain, durability = split_server_durability(url)
+        suffix = "" if durability == "durable" else f"-{durability}"
+        base = safe_label(scheme_of(plain) + suffix)
+        label, n = base, 2
+        while label in labels:
+            label, n = f"{base}-{n}", n + 1
+        labels.append(label)
+    return labels
+
+
+@dataclass
+class EngineTarget:
+    """The engine under test for a whole session: its label, URL and (maybe) its server."""
+
+    label: str
+    url: str
+    engine_class: type[ObservationQueueEngine]
+    server: Any = None
+    unavailable: str | None = None
+    server_durability: str = "durable"
+
+
+@pytest.fixture(scope="session")
+def obsqueue_engine_url(request: pytest.FixtureRequest) -> str:
+    if not hasattr(request, "param"):
+        pytest.skip("unknown: no engine given: pass --obsqueue-engine URL, or override the "
+                    "obsqueue_engine_spec fixture")
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def obsqueue_target(
+    request: pytest.FixtureRequest, obsqueue_engine_url: str
+) -> Iterator[EngineTarget]:
+    from obsqueue.conformance.spec import (
+        needs_server,
+        split_server_durability,
+        with_server_url,
+    )
+    from obsqueue.engines import engine_class
+    from obsqueue.errors import ObsqueueError
+    from obsqueue.servers import ENV_VARS, provision
+
+    label = _label_of(request, obsqueue_engine_url)
+    url, durability = split_server_durability(obsqueue_engine_url)
+    cls = engine_class(url)
+    target = EngineTarget(label, url, cls, server_durability=durability)
+    if needs_server(url):
+        kind = cls.server_kind or ""
+        env_url = os.environ.get(ENV_VARS.get(kind, "")) if durability == "durable" else None
+        try:
+            target.server = provision(kind, env_url=env_url, durability=durability)
+            target.url = with_server_url(url, target.server.url)
+        except (ObsqueueError, OSError) as exc:
+            target.unavailable = f"no {kind} server: {exc}"
+    yield target
+    if target.server is not None:
+        target.server.stop()
+
+
+def _label_of(request: pytest.FixtureRequest, url: str) -> str:
+    urls = request.config.getoption("obsqueue_engine")
+    return _labels(urls)[urls.index(url)] if url in urls else _labels([url])[0]
+
+
+@pytest.fixture
+def obsqueue_engine_spec(obsqueue_target: EngineTarget, tmp_path: Path) -> Any:
+    """The engine under test on a fresh, empty store. Override it for a downstream engine."""
+    from obsqueue.conformance.spec import fresh_spec
+
+    if obsqueue_target.unavailable:
+        pytest.skip(f"unknown: {obsqueue_target.unavailable}")
+    return fresh_spec(obsqueue_target.url, tmp_path, {})
+
+
+@pytest.fixture
+def queue_engine(obsqueue_engine_spec: Any) -> Iterator[ObservationQueueEngine]:
+    """An open engine on the fresh store; destroyed and closed after the test."""
+    engine: ObservationQueueEngine = obsqueue_engine_spec.open()
+    yield engine
+    if engine.closed:
+        engine = obsqueue_engine_spec.open()
+    try:
+        engine.destroy()
+    finally:
+        engine.close()
+
+
+@pytest.fixture(autouse=True)
+def _obsqueue_gate(request: pytest.FixtureRequest) -> None:
+    """For suite tests: note which engine runs, and skip as *unsupported* when the engine does
+    not declare a capability the test requires."""
+    if request.node.get_closest_marker(PROPERTY_MARK) is None:
+        return
+    spec = request.getfixturevalue("obsqueue_engine_spec")
+    cls = spec.engine_class
+    run = _engine_run(request, spec, cls)
+    request.node.stash[label_key] = run.label
+    missing = [
+        cap
+        for mark in request.node.iter_markers(REQUIRES_MARK)
+        for cap in mark.args
+        if cap not in cls.capabilities
+    ]
+    if missing:
+        names = ", ".join(Capability(c).value for c in missing)
+        pytest.skip(f"unsupported: {run.label} lacks {names}")
+    _expect_loss_without_durable_server(request)
+
+
+def _expect_loss_without_durable_server(request: pytest.FixtureRequest) -> None:
+    """A server run without its durable configuration may lose acknowledged writes when it is
+    killed: tests that need SERVER_CRASH_DURABLE are then expected to fail (a known limitation
+    shown in the matrix), and a pass is reported as such."""
+    needs = {cap for mark in request.node.iter_markers(REQUIRES_MARK) for cap in mark.args}
+    if Capability.SERVER_CRASH_DURABLE not in needs:
+        return
+    try:
+        target: EngineTarget = request.getfixturevalue("obsqueue_target")
+    except (pytest.FixtureLookupError, pytest.skip.Exception):
+        return
+    if target.server_durability != "durable":
+        request.applymarker(pytest.mark.xfail(
+            reason=f"server persistence profile {target.server_durability!r} is not the "
+                   "engine's durable configuration: kill -9 may lose acknowledged writes",
+            strict=False))
+
+
+def _engine_run(request: pytest.FixtureRequest, spec: Any, cls: type[ObservationQueueEngine]) -> EngineRun:
+    collector = request.config.stash[record_key]
+    try:
+        target: EngineTarget | None = request.getfixturevalue("obsqueue_target")
+    except pytest.FixtureLookupError:
+        target = None
+    except pytest.skip.Exception:
+        target = None
+    label = target.label if target is not None else cls.scheme or cls.__name__
+    return collector.engine(label, spec, cls, target.server if target else None)
+
+
+class Recorder:
+    """What a suite test adds to its results: anomaly counts and timings."""
+
+    def __init__(self, item: pytest.Item) -> None:
+        self._extra = item.stash.setdefault(extra_key, {"anomalies": {}, "timings": {}})
+
+    def anomalies(self, counts: dict[str, int]) -> None:
+        self._extra["anomalies"].update({k: int(v) for k, v in counts.items() if v})
+
+    def timing(self, name: str, value: float) -> None:
+        self._extra["timings"][name] = round(float(value), 6)
+
+
+@pytest.fixture
+def obsqueue_record(request: pytest.FixtureRequest) -> Recorder:
+    """Attach anomaly counts and timings to this test's entry in the results JSON."""
+    return Recorder(request.node)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    marker = item.get_closest_marker(PROPERTY_MARK)
+    if marker is None:
+        return
+    collector = item.config.stash[record_key]
+    collector.record(item, marker.args, report)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    collector = config.stash.get(record_key, None)
+    if collector is None or not collector.has_records():
+        return
+    terminalreporter.write_sep("=", "obsqueue conformance")
+    for line in collector.matrix_lines():
+        terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    collector = session.config.stash.get(record_key, None)
+    if collector is None or not collector.has_records():
+        return
+    directory = session.config.getoption("obsqueue_results") or str(
+        Path(session.config.invocation_params.dir) / "reports" / "results"
+    )
+    for path in collector.write(Path(directory)):
+        session.config.stash.setdefault(_written_key, []).append(str(path))
+
+
+_written_key = pytest.StashKey[list[str]]()

@@ -1,0 +1,100 @@
+"""Small building blocks the suite's tests share: messages with keys, draining, the oracle."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from obsqueue.conformance.checker import CheckResult, check_history
+from obsqueue.conformance.history import load_history
+from obsqueue.engines.base import (
+    ObservationQueueEngine,
+    PendingMessage,
+    PendingMessageWithId,
+    RawMessage,
+)
+
+__all__ = [
+    "CS", "check", "drain", "final_rows", "guarantee", "key_of", "keyed", "raw_keys", "wait_until",
+]
+
+#: The content session most tests enqueue under.
+CS = "content-1"
+
+
+def keyed(key: str, tool_use_id: str | None = None, **extra: Any) -> PendingMessage:
+    """A message whose payload carries ``key``, so the suite can follow it anywhere."""
+    return PendingMessage("observation", tool_use_id, {"key": key, **extra})
+
+
+def key_of(msg: PendingMessageWithId | RawMessage) -> str:
+    payload = msg.payload
+    return str(payload.get("key")) if isinstance(payload, dict) else repr(payload)
+
+
+def drain(
+    engine: ObservationQueueEngine,
+    session: str,
+    expect: int,
+    *,
+    timeout_s: float = 15.0,
+    ack: bool = True,
+) -> list[PendingMessageWithId]:
+    """Iterate ``session`` until ``expect`` messages came (acking each) or time runs out."""
+    got: list[PendingMessageWithId] = []
+    stop = threading.Event()
+    timer = threading.Timer(timeout_s, stop.set)
+    timer.start()
+    try:
+        for msg in engine.create_iterator(session, stop=stop):
+            got.append(msg)
+            if ack:
+                engine.mark_processed(msg)
+            if len(got) >= expect:
+                break
+    finally:
+        timer.cancel()
+    return got
+
+
+def raw_keys(engine: ObservationQueueEngine, status: str | None = None) -> list[str]:
+    return [key_of(m) for m in engine.inspect_raw() if status in (None, m.status)]
+
+
+def final_rows(engine: ObservationQueueEngine) -> list[dict[str, Any]]:
+    """The backdoor oracle's rows in the shape the history checker reads."""
+    return [
+        {"message_id": m.id, "session": m.session_id, "key": key_of(m), "status": m.status}
+        for m in engine.inspect_raw()
+    ]
+
+
+def check(history_dir: Path, engine: ObservationQueueEngine) -> CheckResult:
+    """Check a scenario's saved history against what the backend holds now."""
+    return check_history(load_history(history_dir), final_rows(engine))
+
+
+def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return bool(predicate())
+
+
+def guarantee(property_id: str, *also: Any) -> Any:
+    """Mark a test as checking ``property_id``, requiring its capability and ``also``."""
+    import pytest
+
+    from obsqueue.conformance.properties import property_by_id
+
+    prop = property_by_id(property_id)
+
+    def decorate(func: Any) -> Any:
+        func = pytest.mark.requires(prop.capability, *also)(func)
+        return pytest.mark.obsqueue_property(property_id)(func)
+
+    return decorate

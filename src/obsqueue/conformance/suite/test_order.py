@@ -1,0 +1,191 @@
+"""P1 per-session FIFO and P2 one consumer per session."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from obsqueue.conformance.faults import start_child
+from obsqueue.conformance.spec import EngineSpec
+from obsqueue.conformance.suite.scenarios import CS, check, drain, guarantee, key_of, keyed
+from obsqueue.engines.base import Capability, ObservationQueueEngine
+
+__all__ = ["TestExclusiveSession", "TestFifo"]
+
+
+class TestFifo:
+    @guarantee("P1")
+    def test_one_session_is_delivered_in_enqueue_order(
+        self, queue_engine: ObservationQueueEngine
+    ) -> None:
+        """Given 40 messages enqueued to one session, the iterator yields them in that order."""
+        keys = [f"m{i}" for i in range(40)]
+        for key in keys:
+            queue_engine.enqueue("s1", CS, keyed(key))
+        got = [key_of(m) for m in drain(queue_engine, "s1", len(keys))]
+        assert got == keys
+
+    @guarantee("P1")
+    def test_interleaved_sessions_each_keep_their_order(
+        self, queue_engine: ObservationQueueEngine
+    ) -> None:
+        """Given enqueues interleaved over three sessions, each session drains in its order."""
+        sessions = ["a", "b", 7]
+        for i in range(15):
+            for s in sessions:
+                queue_engine.enqueue(s, CS, keyed(f"{s}-{i}"))
+        for s in sessions:
+            got = [key_of(m) for m in drain(queue_engine, str(s), 15)]
+            assert got == [f"{s}-{i}" for i in range(15)]
+
+    @guarantee("P1", Capability.BOUNDED_RETRIES)
+    def test_retried_message_comes_before_later_ones(
+        self, queue_engine: ObservationQueueEngine
+    ) -> None:
+        """Given a head that failed with retry, the next delivery is that head, not its successor."""
+        for key in ("first", "second"):
+            queue_engine.enqueue("s1", CS, keyed(key))
+        head = drain(queue_engine, "s1", 1, ack=False)[0]
+        queue_engine.mark_failed(head, "transient", retry=True)
+        again = drain(queue_engine, "s1", 2)
+        assert [key_of(m) for m in again] == ["first", "second"]
+        assert again[0].attempt == 2
+
+    @guarantee("P1", Capability.MULTI_PROCESS)
+    def test_producer_and_consumer_processes_keep_order(
+        self, obsqueue_engine_spec: EngineSpec, queue_engine: ObservationQueueEngine,
+        tmp_path: Path,
+    ) -> None:
+        """Given a producer process and a consumer process per pair of sessions running at once,
+        the history shows no skip and no non-monotonic delivery in any session."""
+        history = tmp_path / "history"
+        stop_file = tmp_path / "stop"
+        sessions = ["s1", "s2", "s3"]
+        with start_child("consume", obsqueue_engine_spec, history, "consumer-1",
+                         sessions=sessions, stop_file=str(stop_file)) as consumer, \
+             start_child("produce", obsqueue_engine_spec, history, "producer-1",
+                         sessions=sessions, count=40, key_prefix="p1") as producer:
+            consumer.expect("ready")
+            producer.expect("done", timeout_s=60)
+            drained = _wait_empty(queue_engine, timeout_s=30)
+            stop_file.touch()
+            consumer.expect("done")
+        result = check(history, queue_engine)
+        assert drained, f"queue did not drain: depth {queue_engine.get_total_queue_depth()}"
+        assert result.messages == 120
+        assert result.valid(), result.to_json()
+
+
+def _wait_empty(engine: ObservationQueueEngine, timeout_s: float) -> bool:
+    from obsqueue.conformance.suite.scenarios import wait_until
+
+    return wait_until(lambda: engine.get_total_queue_depth() == 0, timeout_s)
+
+
+class TestExclusiveSession:
+    @guarantee("P2")
+    def test_busy_session_gives_no_second_message(
+        self, queue_engine: ObservationQueueEngine
+    ) -> None:
+        """Given one message of a session in flight, a second claim on it gets nothing."""
+        for key in ("a", "b"):
+            queue_engine.enqueue("s1", CS, keyed(key))
+        first = queue_engine.claim_next("s1", consumer_id="one")
+        assert first is not None
+        assert queue_engine.claim_next("s1", consumer_id="two") is None
+        queue_engine.mark_processed(first)
+        second = queue_engine.claim_next("s1", consumer_id="two")
+        assert second is not None and key_of(second) == "b"
+
+    @guarantee("P2")
+    def test_busy_session_does_not_hold_up_others(
+        self, queue_engine: ObservationQueueEngine
+    ) -> None:
+        """Given session s1 busy, a message of s2 is delivered at once."""
+        queue_engine.enqueue("s1", CS, keyed("s1-a"))
+        queue_engine.enqueue("s1", CS, keyed("s1-b"))
+        queue_engine.enqueue("s2", CS, keyed("s2-a"))
+        assert queue_engine.claim_next("s1") is not None
+        other = queue_engine.claim_next("s2")
+        assert other is not None and key_of(other) == "s2-a"
+
+    @guarantee("P2")
+    def test_racing_threads_never_hold_one_session_together(
+        self, queue_engine: ObservationQueueEngine
+    ) -> None:
+        """Given 4 threads claiming one session in a loop, at most one holds a claim at once."""
+        total = 60
+        for i in range(total):
+            queue_engine.enqueue("s1", CS, keyed(f"m{i}"))
+        holding = 0
+        peak = 0
+        done: list[str] = []
+        lock = threading.Lock()
+
+        def worker() -> None:
+            nonlocal holding, peak
+            while True:
+                with lock:
+                    if len(done) >= total:
+                        return
+                msg = queue_engine.claim_next("s1")
+                if msg is None:
+                    continue
+                with lock:
+                    holding += 1
+                    peak = max(peak, holding)
+                time.sleep(0.002)  # hold the claim a moment, so overlaps are seen
+                with lock:
+                    holding -= 1
+                    done.append(key_of(msg))
+                queue_engine.mark_processed(msg)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert peak == 1
+        assert done == [f"m{i}" for i in range(total)]
+
+    @guarantee("P2", Capability.MULTI_PROCESS)
+    def test_two_consumer_processes_never_hold_one_session_together(
+        self, obsqueue_engine_spec: EngineSpec, queue_engine: ObservationQueueEngine,
+        tmp_path: Path,
+    ) -> None:
+        """Given two consumer processes on the same two sessions, the history shows no overlap
+        of claims within a session, and every message is processed once."""
+        history = tmp_path / "history"
+        stop_file = tmp_path / "stop"
+        sessions = ["s1", "s2"]
+        for i in range(30):
+            for s in sessions:
+                queue_engine.enqueue(s, CS, keyed(f"{s}-{i}"))
+        _log_preloaded(history, queue_engine)
+        config = {"sessions": sessions, "stop_file": str(stop_file), "process_ms": 5}
+        with start_child("consume", obsqueue_engine_spec, history, "consumer-1", **config) as c1, \
+             start_child("consume", obsqueue_engine_spec, history, "consumer-2", **config) as c2:
+            c1.expect("ready")
+            c2.expect("ready")
+            drained = _wait_empty(queue_engine, timeout_s=60)
+            stop_file.touch()
+            c1.expect("done")
+            c2.expect("done")
+        result = check(history, queue_engine)
+        assert drained
+        assert result.counts["concurrent"] == 0, result.to_json()
+        assert result.valid(), result.to_json()
+
+
+def _log_preloaded(history: Path, engine: ObservationQueueEngine) -> None:
+    """Record messages the test enqueued itself as completed enqueues, so the checker knows
+    them (in id order, which is their enqueue order)."""
+    from obsqueue.conformance.history import HistoryWriter
+
+    writer = HistoryWriter(history, "preload")
+    for m in engine.inspect_raw():
+        op = writer.invoke("enqueue", {"session": m.session_id, "key": key_of(m),
+                                       "tool_use_id": m.tool_use_id})
+        writer.ok(op, "enqueue", {"message_id": m.id, "duplicate": False})
+    writer.close()

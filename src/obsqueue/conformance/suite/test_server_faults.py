@@ -1,0 +1,134 @@
+"""Server faults: kill -9 and restart of a throwaway server the suite owns, mid-traffic.
+
+Every scenario ends the same way: heal (restart), wait for recovery, drain until caught up, then
+check the whole history: nothing acknowledged lost, nothing processed delivered again.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from obsqueue.conformance.faults import start_child
+from obsqueue.conformance.plugin import EngineTarget, Recorder
+from obsqueue.conformance.spec import EngineSpec, with_server_url
+from obsqueue.conformance.suite.scenarios import CS, check, drain, wait_until
+from obsqueue.conformance.suite.test_data import PAYLOADS, _exact
+from obsqueue.engines.base import Capability, PendingMessage
+from obsqueue.errors import ObsqueueError
+from obsqueue.servers import ServerHandle, provision
+
+__all__ = ["TestServerCrash"]
+
+
+@pytest.fixture
+def owned_server(
+    obsqueue_engine_spec: EngineSpec, request: pytest.FixtureRequest
+) -> Iterator[tuple[EngineSpec, ServerHandle]]:
+    """A throwaway server this test owns (it will be killed), and the spec pointed at it."""
+    kind = obsqueue_engine_spec.engine_class.server_kind
+    if kind is None:
+        pytest.skip("unsupported: embedded engine: there is no server to kill")
+    try:
+        target: EngineTarget | None = request.getfixturevalue("obsqueue_target")
+    except pytest.FixtureLookupError:
+        target = None
+    profile = target.server_durability if target is not None else "durable"
+    try:
+        server = provision(kind, owned=True, durability=profile)
+    except (ObsqueueError, OSError, ValueError) as exc:
+        pytest.skip(f"unknown: cannot start a throwaway {kind} server: {exc}")
+    spec = EngineSpec(with_server_url(obsqueue_engine_spec.url, server.url),
+                      obsqueue_engine_spec.options, obsqueue_engine_spec.registrations)
+    try:
+        yield spec, server
+    finally:
+        server.stop()
+
+
+class TestServerCrash:
+    @pytest.mark.obsqueue_property("P4", "P5")
+    @pytest.mark.requires(Capability.SERVER_CRASH_DURABLE, Capability.MULTI_PROCESS)
+    def test_kill9_of_the_server_mid_traffic_loses_and_repeats_nothing(
+        self, owned_server: tuple[EngineSpec, ServerHandle], tmp_path: Path,
+        obsqueue_record: Recorder,
+    ) -> None:
+        """Given a producer and a consumer process running, the server is killed with SIGKILL
+        at a random point and restarted: every enqueue that returned is delivered, no message
+        whose ack returned is delivered again, and each session keeps its order."""
+        spec, server = owned_server
+        history = tmp_path / "history"
+        sessions = ["s1", "s2", "s3"]
+        with start_child("consume", spec, history, "consumer", sessions=sessions,
+                         stop_file=str(tmp_path / "stop"), process_ms=2) as consumer, \
+             start_child("produce", spec, history, "producer", sessions=sessions, count=150,
+                         key_prefix="p", interval_s=0.01) as producer:
+            consumer.expect("ready")
+            producer.expect("ready")
+            time.sleep(random.uniform(0.5, 1.5))
+            server.kill9()
+            down_at = time.monotonic()
+            time.sleep(0.5)
+            server.start()
+            producer.expect("done", timeout_s=120)
+            with spec.open() as engine:
+                recovered = wait_until(lambda: engine.get_total_queue_depth() == 0, 90)
+                obsqueue_record.timing("restart_to_drained_s", time.monotonic() - down_at)
+                (tmp_path / "stop").touch()
+                consumer.expect("done", timeout_s=30)
+                result = check(history, engine)
+                engine.destroy()
+        obsqueue_record.anomalies(result.anomalies())
+        obsqueue_record.timing("messages", result.messages)
+        assert recovered, "the queue did not drain after the restart"
+        assert result.valid(), result.to_json()
+
+    @pytest.mark.obsqueue_property("P10")
+    @pytest.mark.requires(Capability.SERVER_CRASH_DURABLE, Capability.FIDELITY)
+    def test_payloads_survive_kill9_and_restart_exactly(
+        self, owned_server: tuple[EngineSpec, ServerHandle]
+    ) -> None:
+        """Payloads and timestamps enqueued before a server kill -9 come back exactly after."""
+        spec, server = owned_server
+        names = sorted(PAYLOADS)
+        with spec.open() as engine:
+            for i, name in enumerate(names):
+                engine.enqueue("s1", CS, PendingMessage("observation", None, PAYLOADS[name],
+                                                        1763800000000 + i))
+        server.kill9()
+        server.start()
+        with spec.open() as engine:
+            got = drain(engine, "s1", len(names), timeout_s=30)
+            assert [_exact(m.payload) for m in got] == [_exact(PAYLOADS[n]) for n in names]
+            assert [m.original_timestamp for m in got] == [
+                1763800000000 + i for i in range(len(names))]
+            engine.destroy()
+
+    @pytest.mark.obsqueue_property("P9")
+    @pytest.mark.requires(Capability.MULTI_PROCESS)
+    def test_blocked_consumer_survives_its_connection_dropping(
+        self, owned_server: tuple[EngineSpec, ServerHandle], tmp_path: Path,
+        obsqueue_record: Recorder,
+    ) -> None:
+        """Given a consumer process blocked in the iterator when the server restarts under it,
+        a message enqueued after the restart still reaches it."""
+        spec, server = owned_server
+        with start_child("consume", spec, tmp_path / "h", "consumer", sessions=["s1"],
+                         stop_file=str(tmp_path / "stop"), announce=True) as consumer:
+            consumer.expect("ready")
+            time.sleep(0.3)
+            server.kill9()
+            server.start()
+            with spec.open() as engine:
+                sent = time.monotonic()
+                engine.enqueue("s1", CS, PendingMessage("observation", None, {"key": "after"}))
+                got = consumer.expect("delivered", timeout_s=30)
+                obsqueue_record.timing("delivery_after_restart_s", time.monotonic() - sent)
+                (tmp_path / "stop").touch()
+                consumer.expect("done")
+                engine.destroy()
+        assert got["key"] == "after"

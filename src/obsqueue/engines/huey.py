@@ -1,0 +1,726 @@
+"""``huey+redis://host:port/db`` and ``huey+sqlite:///path`` — adapters over Huey (tested: 3.5).
+
+What Huey gives, used through its public API as its users would:
+
+* a **task** per observation: ``huey.task()(record_observation)`` (``engines/tasks.py``) on a
+  ``RedisHuey``/``SqliteHuey`` instance per session, enqueued by calling the task with the
+  message's envelope (``task(envelope, id=str(message_id))``); the tasks in storage are real Huey
+  tasks that a Huey consumer importing ``obsqueue.engines.tasks`` could run;
+* a **FIFO queue per Huey instance name**; the name encodes namespace and session
+  (``{namespace}.s.<session>``), so each session is one Huey queue (a Redis list; rows of the
+  ``task`` table in SQLite);
+* **peek** (``huey.pending(limit=1)``), **dequeue** (``huey.dequeue()``: the task is *removed*),
+  ``pending_count()``, ``flush()`` and Huey's serializer (pickle).
+
+What Huey lacks, and obsqueue adds (the ``glue`` ClassVar; the record is ``engines/huey_glue.py``):
+
+* **No acknowledgement.** Huey's dequeue removes the task, so a consumer that dies holding it
+  loses it (Huey's documented at-most-once delivery). obsqueue writes a per-session *slot* record
+  — the message, its attempt, fencing token and lease — **before** it dequeues the task: the
+  claimer peeks the head, records it, then dequeues it. A SIGKILL at any point loses nothing: if
+  it falls between record and dequeue, the task stays at the head of Huey's queue as a *residue*
+  whose id the slot remembers (``pop``); it is redelivered from the slot after its lease and the
+  residue is dequeued and dropped, never delivered twice.
+* **No per-session gate** (Huey runs tasks of a queue concurrently): only the slot's message is
+  deliverable, so one message per session is in flight; fencing tokens and leases live there too.
+* **Retries in place**: Huey's own retries re-enqueue at the tail or via its schedule, which would
+  break per-session order; a failed message stays in the slot (pending, with a backoff) instead,
+  and dead messages go to a glue dead store.
+* **Dedupe**: a record per (content_session_id, tool_use_id), taken with the message id in one
+  transaction before the task is enqueued. A record whose message is found neither in the slot
+  nor in Huey's queue after ``DEDUPE_GRACE_S`` (its producer died before enqueueing) is replaced.
+* **Message ids and fencing tokens**: counters in the glue (Huey's ``storage.incr`` exists, but
+  the id must be taken in the same transaction as the session registration and dedupe record).
+* **Wakeup**: Redis — a wake list per session that consumers BLPOP; SQLite — ``PRAGMA
+  data_version`` polled every 5 ms.
+* **The consumer**: obsqueue's iterator replaces Huey's consumer (``huey_consumer``); no Huey
+  worker runs, and Huey's schedule, result store, locks and signals are not used.
+
+Known limits (the first two need a process stalled, e.g. by SIGSTOP, past a lease or grace):
+
+* A claimer stalled past its lease between recording a task and dequeueing it may, on waking,
+  dequeue a *later* task (Huey's dequeue cannot be made conditional). It keeps that task as an
+  *orphan* in the slot, delivered before the rest of Huey's queue; if a second claimer takes the
+  next head in the same instant, that one message is delivered out of order, and a crash in the
+  instant between the surprise dequeue and recording the orphan loses it.
+* A producer stalled for longer than ``DEDUPE_GRACE_S`` between reserving a dedupe key and
+  enqueueing may see its key re-used by another enqueue: two messages with that key.
+* Message ids are taken just before Huey's enqueue; two producers enqueueing to one session at
+  the same instant may push in the opposite order of their ids. Delivery follows Huey's queue.
+* Cost: a claim is about 7 Redis round trips (3 of them writes, each an fsync under
+  ``appendfsync always``) or 2 SQLite commits; an enqueue 3 round trips (6 with a tool_use_id)
+  or 2 commits. The native engines need one of each.
+
+Durability: huey+redis holds P4/P5 across kill -9 of the server when it runs with
+``appendonly yes`` + ``appendfsync always`` (``describe()`` reads the live settings; every write
+here is a plain command or a MULTI/EXEC transaction). huey+sqlite uses WAL with
+``synchronous=FULL`` on Huey's connections (``fsync=True``) and on the glue's. Leases use the
+clients' clocks. Claims are not renewed automatically: call ``extend_lease(msg)``.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
+
+import redis
+import redis.exceptions
+from huey import RedisHuey, SqliteHuey
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from obsqueue.engines.base import (
+    Capability,
+    Claim,
+    EnqueueResult,
+    ObservationQueueEngine,
+    PendingMessage,
+    PendingMessageWithId,
+    RawMessage,
+    decode_payload,
+    now_ms,
+)
+from obsqueue.engines.huey_glue import (
+    GlueStore,
+    Held,
+    Prepared,
+    Slot,
+    Step,
+    ack,
+    adopt,
+    block,
+    claim_residue,
+    claim_step,
+    extend,
+    fail,
+    reset,
+    take,
+    unblock,
+)
+from obsqueue.engines.huey_stores import RedisGlue, SqliteGlue
+from obsqueue.engines.tasks import record_observation
+from obsqueue.errors import (
+    EngineUnavailableError,
+    InvalidMessageError,
+    StaleClaimError,
+    redact_url,
+)
+
+__all__ = ["HueyRedisEngine", "HueySqliteEngine"]
+
+T = TypeVar("T")
+
+COMMON_GLUE: tuple[str, ...] = (
+    "in-flight record per session written before Huey's dequeue (lease, attempt, fencing token)",
+    "residue check: a recorded task still at the head of Huey's queue is dropped, not redelivered",
+    "orphan list for a task dequeued by surprise after a stall",
+    "retry in place and a dead-letter store (Huey's retries re-enqueue at the tail)",
+    "dedupe record per (content_session_id, tool_use_id), checked against Huey's queue",
+    "message-id and fencing-token counters, session registry",
+    "clear lock per session",
+    "obsqueue's iterator replaces Huey's consumer",
+)
+
+_MAX_ROUNDS = 8
+_AGAIN = object()
+
+
+def huey_name(namespace: str, session_id: str) -> str:
+    """The Huey instance (= queue) name of one session."""
+    return "{" + namespace + "}.s." + session_id
+
+
+def envelope(
+    message_id: int, session_id: str, csid: str, message: PendingMessage, payload_json: str
+) -> dict[str, Any]:
+    """The argument of the Huey task: everything needed to deliver the message."""
+    return {
+        "id": message_id,
+        "session_id": session_id,
+        "content_session_id": csid,
+        "kind": message.kind,
+        "tool_use_id": message.tool_use_id,
+        "payload_json": payload_json,
+        "original_timestamp": message.original_timestamp,
+        "enqueued_at_ms": now_ms(),
+    }
+
+
+class _HueyEngine(ObservationQueueEngine):
+    """What both variants share: the protocol over Huey's queue and the glue store."""
+
+    DEDUPE_GRACE_S: ClassVar[float] = 5.0
+    #: How many per-session Huey instances to keep (the least recently used is released).
+    SESSION_CACHE: ClassVar[int] = 256
+
+    _store: GlueStore
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._hueys: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+        self._hueys_lock = threading.Lock()
+
+    # -------------------------------------------------------------- per-variant hooks
+
+    @abc.abstractmethod
+    def _new_huey(self, name: str) -> Any:
+        """A Huey instance (RedisHuey / SqliteHuey) whose queue is ``name``."""
+
+    def _drop_huey(self, huey: Any) -> None:
+        """Release a Huey instance evicted from the cache."""
+
+    @abc.abstractmethod
+    def _raw_queue(self, huey: Any) -> list[bytes]:
+        """The backdoor: the stored task bytes of a Huey queue, read directly, dequeue order."""
+
+    @abc.abstractmethod
+    def _call(self, op: Callable[[], T]) -> T:
+        """Run ``op``, translating the driver's connection errors to EngineUnavailableError."""
+
+    # ------------------------------------------------------------------ Huey instances
+
+    def _huey(self, session_id: str) -> tuple[Any, Any]:
+        """(huey, task) for a session, from a small LRU cache."""
+        with self._hueys_lock:
+            found = self._hueys.get(session_id)
+            if found is not None:
+                self._hueys.move_to_end(session_id)
+                return found
+            huey = self._new_huey(huey_name(self.options.namespace, session_id))
+            found = self._hueys[session_id] = (huey, huey.task()(record_observation))
+            if len(self._hueys) > self.SESSION_CACHE:
+                self._drop_huey(self._hueys.popitem(last=False)[1][0])
+            return found
+
+    # --------------------------------------------------------------------- enqueue
+
+    def _enqueue(
+        self, session_id: str, content_session_id: str, message: PendingMessage, payload_json: str
+    ) -> EnqueueResult:
+        def run() -> EnqueueResult:
+            prepared = self._reserve(session_id, content_session_id, message.tool_use_id)
+            if prepared.kind == "dup":
+                return EnqueueResult(prepared.id, duplicate=True)
+            env = envelope(prepared.id, session_id, content_session_id, message, payload_json)
+            _, task = self._huey(session_id)
+            task(env, id=str(prepared.id))  # Huey's task API: serialize, then storage.enqueue
+            self._store.wake(session_id)
+            return EnqueueResult(prepared.id)
+
+        return self._call(run)
+
+    def _reserve(self, session_id: str, csid: str, tuid: str | None) -> Prepared:
+        """Take an id (and the dedupe key), or find the queued message holding the key."""
+        stale = 0
+        while True:
+            prepared = self._store.prepare(session_id, csid, tuid, stale)
+            if prepared.kind != "check":
+                return prepared
+            if self._present(prepared.session, prepared.id):
+                return Prepared("dup", prepared.id)
+            if prepared.age_ms >= self.DEDUPE_GRACE_S * 1000:
+                stale = prepared.id  # its producer died before enqueueing: replace the record
+            else:
+                time.sleep(0.005)  # its producer is between reserving and enqueueing
+
+    def _present(self, session_id: str, message_id: int) -> bool:
+        """Is the message pending or in flight? Huey's queue is read before the slot: a task
+        is recorded in the slot before it leaves the queue, so it is seen in one of them."""
+        huey, _ = self._huey(session_id)
+        slot_before = self._store.read_slots([session_id])[session_id]
+        queued = [int(t.id) for t in huey.pending()]
+        if message_id in queued and message_id != slot_before.pop:
+            return True
+        slot = self._store.read_slots([session_id])[session_id]
+        held = slot.held is not None and slot.held.id == message_id
+        return held or any(o.id == message_id for o in slot.orphans)
+
+    # ----------------------------------------------------------------------- claim
+
+    def _claim_next(
+        self, session_id: str, consumer_id: str, lease_s: float
+    ) -> PendingMessageWithId | None:
+        lease_ms, max_attempts = _ms(lease_s), self.options.max_attempts
+
+        def step_of(tx: Any) -> Step:
+            return claim_step(tx, consumer_id, lease_ms, max_attempts)
+
+        def run() -> PendingMessageWithId | None:
+            for _ in range(_MAX_ROUNDS):
+                step = self._store.update(session_id, step_of, snapshot_first=True)
+                if step.kind == "deliver":
+                    assert step.held is not None
+                    return self._deliver(session_id, step.held)
+                if step.kind == "none":
+                    return None
+                got = self._take_head(session_id, step, consumer_id, lease_ms)
+                if got is not _AGAIN:
+                    return got  # type: ignore[return-value]
+            return None
+
+        return self._call(run)
+
+    def _take_head(
+        self, session_id: str, step: Step, consumer_id: str, lease_ms: int
+    ) -> PendingMessageWithId | object | None:
+        """The slot is empty: record Huey's head task in it, then dequeue the task."""
+        huey, _ = self._huey(session_id)
+        head = next(iter(huey.pending(limit=1)), None)
+        if head is None:
+            return None
+        head_id = int(head.id)
+        if head_id == step.pop:  # taken before, never dequeued by its taker
+            if not step.pop_free:
+                return None
+            if self._store.update(
+                session_id, lambda tx: claim_residue(tx, step.ver, head_id, lease_ms)
+            ):
+                self._dequeue(session_id, huey, head_id)
+            return _AGAIN
+        env = head.args[0]
+        env_text = json.dumps(env, separators=(",", ":"))
+        held = self._store.update(
+            session_id, lambda tx: take(tx, step.ver, env, env_text, consumer_id, lease_ms)
+        )
+        if held is None:
+            return _AGAIN
+        self._dequeue(session_id, huey, head_id)
+        return _message(session_id, held, env)
+
+    def _dequeue(self, session_id: str, huey: Any, expected: int) -> None:
+        """Huey's dequeue; a task other than ``expected`` is kept as an orphan."""
+        task = huey.dequeue()
+        if task is not None and int(task.id) != expected:
+            env = task.args[0]
+            env_text = json.dumps(env, separators=(",", ":"))
+            self._store.update(session_id, lambda tx: adopt(tx, env, env_text))
+
+    def _deliver(self, session_id: str, held: Held) -> PendingMessageWithId | None:
+        text = self._store.envs([held.id]).get(held.id)
+        return None if text is None else _message(session_id, held, json.loads(text))
+
+    # ---------------------------------------------------------- acknowledgements
+
+    def _mark_processed(self, msg: PendingMessageWithId) -> None:
+        token = _token(msg)
+        if not self._call(
+            lambda: self._store.update(msg.session_id, lambda tx: ack(tx, msg.id, token))
+        ):
+            raise _stale(msg)
+
+    def _mark_failed(self, msg: PendingMessageWithId, reason: str, retry: bool) -> None:
+        token, delay_ms = _token(msg), self.retry_delay_ms(msg.attempt)
+
+        def change(tx: Any) -> bool:
+            return fail(tx, msg.id, token, reason, retry, delay_ms, self.options.max_attempts)
+
+        if not self._call(lambda: self._store.update(msg.session_id, change)):
+            raise _stale(msg)
+
+    def _extend_lease(self, msg: PendingMessageWithId, lease_s: float) -> Claim:
+        token, lease_ms = _token(msg), _ms(lease_s)
+        held = self._call(
+            lambda: self._store.update(
+                msg.session_id, lambda tx: extend(tx, msg.id, token, lease_ms)
+            )
+        )
+        if held is None:
+            raise _stale(msg)
+        return Claim(token, held.lease_ms, held.consumer)
+
+    # ------------------------------------------------------------ counts and clear
+
+    def _count(self, session_id: str) -> int:
+        huey, _ = self._huey(session_id)
+        slot = self._store.read_slots([session_id])[session_id]
+        queued = int(huey.pending_count())
+        count = queued + (slot.held is not None) + len(slot.orphans)
+        if slot.pop is not None and queued:
+            head = next(iter(huey.pending(limit=1)), None)
+            count -= head is not None and int(head.id) == slot.pop
+        return count
+
+    def _pending_count(self, session_id: str) -> int:
+        return self._call(lambda: self._count(session_id))
+
+    def _total_depth(self) -> int:
+        return self._call(lambda: sum(self._count(s) for s in self._store.sessions()))
+
+    def _clear_pending(self, session_id: str) -> int:
+        lease_ms = _ms(self.options.lease_s)
+
+        def run() -> int:
+            residue = self._store.update(session_id, lambda tx: block(tx, lease_ms))
+            huey, _ = self._huey(session_id)
+            dropped = []
+            while (task := huey.dequeue()) is not None:
+                if int(task.id) != residue:
+                    dropped.append(task.args[0])
+            keys = [
+                (e["content_session_id"], e["tool_use_id"], e["id"])
+                for e in dropped
+                if e["tool_use_id"] is not None
+            ]
+            self._store.forget_many(keys)
+            return len(dropped) + self._store.update(session_id, unblock)
+
+        return self._call(run)
+
+    def _reset_processing(self, session_id: str | None) -> int:
+        def run() -> int:
+            sessions = self._store.sessions() if session_id is None else [session_id]
+            return sum(self._store.update(s, reset) for s in sessions)
+
+        return self._call(run)
+
+    # ---------------------------------------------------------------------- wakeup
+
+    def _wakeup_mark(self, session_id: str) -> object:
+        try:
+            return self._call(lambda: self._store.wait_mark(session_id))
+        except EngineUnavailableError:
+            return None
+
+    def _wait_for_work(self, session_id: str, timeout_s: float, mark: object) -> None:
+        started = time.monotonic()
+        try:
+            self._call(lambda: self._store.wait(session_id, timeout_s, mark))
+        except EngineUnavailableError:
+            # Only a hint: sleep out the slice; the next claim reports the outage.
+            time.sleep(max(0.0, timeout_s - (time.monotonic() - started)))
+
+    # ---------------------------------------------------------- oracle and cleanup
+
+    def inspect_raw(self) -> list[RawMessage]:
+        self._check_open()
+        return self._call(self._read_raw)
+
+    def _read_raw(self) -> list[RawMessage]:
+        sessions = self._store.sessions()
+        slots = self._store.read_slots(sessions)
+        dead = self._store.dead()
+        wanted = [m.id for s in slots.values() for m in _slot_messages(s)]
+        envs = self._store.envs(wanted + [d.id for d in dead])
+        rows = [r for s in sessions for r in self._queued_rows(s, slots[s])]
+        for slot in slots.values():
+            if slot.held is not None:
+                rows.append(_raw(json.loads(envs[slot.held.id]), slot.held))
+            rows += [_raw(json.loads(envs[o.id]), None) for o in slot.orphans]
+        for d in dead:
+            rows.append(_raw(json.loads(envs[d.id]), None, "dead", d.attempt, d.error))
+        return sorted(rows, key=lambda r: r.id)
+
+    def _queued_rows(self, session_id: str, slot: Slot) -> list[RawMessage]:
+        huey, _ = self._huey(session_id)
+        tasks = [huey.deserialize_task(data) for data in self._raw_queue(huey)]
+        return [_raw(t.args[0], None) for t in tasks if int(t.id) != slot.pop]
+
+    def destroy(self) -> None:
+        self._check_open()
+
+        def run() -> None:
+            for session_id in self._store.sessions():
+                self._huey(session_id)[0].flush()  # Huey's own cleanup of its queue's keys
+            self._store.destroy()
+
+        self._call(run)
+
+    def _release_hueys(self) -> None:
+        with self._hueys_lock:
+            for huey, _ in self._hueys.values():
+                self._drop_huey(huey)
+            self._hueys.clear()
+
+
+# ------------------------------------------------------------------------ huey+redis://
+
+
+class HueyRedisEngine(_HueyEngine):
+    """Huey's ``RedisHuey`` (one list per session) plus the glue in the same Redis."""
+
+    scheme: ClassVar[str] = "huey+redis"
+    # SERVER_CRASH_DURABLE holds in the durable configuration only (appendfsync always).
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
+    server_kind: ClassVar[str | None] = "redis"
+    glue: ClassVar[tuple[str, ...]] = (*COMMON_GLUE, "wake-up list per session (BLPOP)")
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        socket_timeout_s: float = 10.0,
+        max_connections: int = 512,
+        **options: Any,
+    ) -> None:
+        super().__init__(url, **options)
+        _require_seconds("socket_timeout_s", socket_timeout_s)
+        self._redis_url = "redis://" + url.partition("://")[2]
+        timeout = self.options.connect_timeout_s
+        self._pool = redis.ConnectionPool.from_url(
+            self._redis_url,
+            socket_connect_timeout=timeout,
+            socket_timeout=float(socket_timeout_s),
+            retry=Retry(NoBackoff(), 0),
+            max_connections=max_connections,
+        )
+        self._redis = redis.Redis(connection_pool=self._pool)
+        self._store = RedisGlue(self._redis, self.options.namespace, float(socket_timeout_s))
+        try:
+            self._call(self._ping)
+        except BaseException:
+            self._pool.disconnect()
+            raise
+
+    def _ping(self) -> None:
+        """PING on a throwaway client whose every timeout is ``connect_timeout_s``, so a server
+        that accepts and never answers is reported in time too."""
+        t = self.options.connect_timeout_s
+        probe = redis.Redis.from_url(
+            self._redis_url,
+            socket_connect_timeout=t,
+            socket_timeout=t,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            probe.ping()
+        finally:
+            probe.close()
+
+    def _new_huey(self, name: str) -> Any:
+        return RedisHuey(
+            name, results=False, connection_pool=self._pool, blocking=False, clean_name=False
+        )
+
+    def _raw_queue(self, huey: Any) -> list[bytes]:
+        return list(reversed(self._redis.lrange(huey.storage.queue_key, 0, -1)))
+
+    def _call(self, op: Callable[[], T]) -> T:
+        try:
+            return op()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            self._check_open()
+            raise self._unavailable(
+                exc, "is the server running? a write in flight may or may not have happened"
+            ) from exc
+        except redis.exceptions.ResponseError as exc:
+            if not str(exc).startswith(("OOM", "MISCONF", "READONLY", "NOPERM", "LOADING")):
+                raise
+            raise self._unavailable(exc, "the server refused the command") from exc
+
+    def _unavailable(self, exc: Exception, hint: str) -> EngineUnavailableError:
+        return EngineUnavailableError(
+            f"Redis at {redact_url(self.url)} failed: {exc} ({hint}); check the server and retry"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        self._check_open()
+        info = self._call(lambda: self._redis.info("server"))
+        return {
+            "library": {
+                "huey": _version("huey"),
+                "redis": _version("redis"),
+                "hiredis": _version("hiredis"),
+            },
+            "client": {"connect_timeout_s": self.options.connect_timeout_s},
+            "server": {"kind": "redis", "version": info.get("redis_version")},
+            "durability": self._call(self._durability),
+        }
+
+    def _durability(self) -> dict[str, Any]:
+        try:
+            cfg = self._redis.config_get("appendonly", "appendfsync", "save")
+        except redis.exceptions.ResponseError as exc:  # renamed, disabled or not permitted
+            return {
+                "config": f"unavailable: CONFIG GET was refused ({exc})",
+                "server_crash_durable": None,
+            }
+        found = {_s(k): _s(v) for k, v in cfg.items()}
+        always = found.get("appendonly") == "yes" and found.get("appendfsync") == "always"
+        return {**found, "server_crash_durable": always}
+
+    def _close(self) -> None:
+        self._release_hueys()
+        self._redis.close()
+        self._pool.disconnect()
+
+
+# ----------------------------------------------------------------------- huey+sqlite://
+
+
+class HueySqliteEngine(_HueyEngine):
+    """Huey's ``SqliteHuey`` (rows of its ``task`` table per session) plus glue tables in the
+    same file. Not SERVER_CRASH_DURABLE: there is no server; power-loss durability rests on
+    ``synchronous=FULL``, which ``describe()`` reports."""
+
+    scheme: ClassVar[str] = "huey+sqlite"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability) - {
+        Capability.SERVER_CRASH_DURABLE
+    }
+    server_kind: ClassVar[str | None] = None
+    glue: ClassVar[tuple[str, ...]] = (
+        *COMMON_GLUE,
+        "glue tables obsq_huey_* in Huey's SQLite file",
+        "wake-up by polling PRAGMA data_version",
+    )
+
+    SESSION_CACHE: ClassVar[int] = 32  # each SqliteHuey holds a connection (3 fds with WAL)
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 10.0, **options: Any) -> None:
+        super().__init__(url, **options)
+        _require_seconds("busy_timeout_s", busy_timeout_s)
+        self._path = _sqlite_path(url)
+        self._busy_timeout_s = float(busy_timeout_s)
+        self._glue = self._call(
+            lambda: SqliteGlue(self._path, self.options.namespace, self._busy_timeout_s)
+        )
+        self._store = self._glue
+        try:  # the namespace's own Huey instance creates Huey's tables and serves describe()
+            self._root = self._call(
+                lambda: self._new_huey(huey_name(self.options.namespace, ""), create=True)
+            )
+        except BaseException:
+            self._glue.close()
+            raise
+
+    def _new_huey(self, name: str, create: bool = False) -> Any:
+        return SqliteHuey(
+            name,
+            results=False,
+            filename=self._path,
+            fsync=True,
+            strict_fifo=True,
+            timeout=self._busy_timeout_s,
+            create_tables=create,
+        )
+
+    def _drop_huey(self, huey: Any) -> None:
+        huey.storage.close()
+
+    def _raw_queue(self, huey: Any) -> list[bytes]:
+        return self._glue.huey_tasks(huey.storage.name)
+
+    def _call(self, op: Callable[[], T]) -> T:
+        try:
+            return op()
+        except sqlite3.Error as exc:
+            self._check_open()
+            raise EngineUnavailableError(
+                f"SQLite file {self._path} failed: {exc}; check that the directory "
+                "exists and is writable, and that no process holds a lock for long"
+            ) from exc
+
+    def describe(self) -> dict[str, Any]:
+        self._check_open()
+        glue = self._call(self._glue.pragmas)
+        sync = self._call(lambda: self._root.storage.sql("PRAGMA synchronous", results=True)[0][0])
+        return {
+            "library": {"huey": _version("huey"), "sqlite": sqlite3.sqlite_version},
+            "client": {"busy_timeout_s": self._busy_timeout_s, "path": self._path},
+            "server": None,
+            "durability": {**glue, "huey_synchronous": sync},
+        }
+
+    def _close(self) -> None:
+        self._release_hueys()
+        self._drop_huey(self._root)
+        self._glue.close()
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _sqlite_path(url: str) -> str:
+    """``huey+sqlite:///obs.db`` -> ``obs.db``; ``huey+sqlite:////tmp/q.db`` -> ``/tmp/q.db``."""
+    parts = urlsplit(url)
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if parts.netloc or not path or path == ":memory:":
+        raise InvalidMessageError(
+            "url", f"must name a file, e.g. huey+sqlite:///obs.db; got {redact_url(url)!r}"
+        )
+    return path
+
+
+def _require_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InvalidMessageError(name, f"must be a positive number of seconds, got {value!r}")
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _token(msg: PendingMessageWithId) -> int:
+    assert msg.claim is not None  # checked by the base class
+    return msg.claim.token
+
+
+def _stale(msg: PendingMessageWithId) -> StaleClaimError:
+    return StaleClaimError(
+        f"message {msg.id} is no longer held by claim {_token(msg)}: its lease expired and it "
+        "was delivered again, or it was reset; do not acknowledge it"
+    )
+
+
+def _slot_messages(slot: Slot) -> Iterator[Held | Any]:
+    if slot.held is not None:
+        yield slot.held
+    yield from slot.orphans
+
+
+def _message(session_id: str, held: Held, env: dict[str, Any]) -> PendingMessageWithId:
+    assert held.token is not None
+    return PendingMessageWithId(
+        kind=env["kind"],
+        tool_use_id=env["tool_use_id"],
+        payload=decode_payload(env["payload_json"]),
+        original_timestamp=int(env["original_timestamp"]),
+        id=held.id,
+        session_id=session_id,
+        content_session_id=env["content_session_id"],
+        attempt=held.attempt,
+        claim=Claim(held.token, held.lease_ms, held.consumer),
+        enqueued_at_ms=int(env["enqueued_at_ms"]),
+    )
+
+
+def _raw(
+    env: dict[str, Any],
+    held: Held | None,
+    status: str = "pending",
+    attempt: int = 0,
+    error: str | None = None,
+) -> RawMessage:
+    token = held.token if held is not None else None
+    return RawMessage(
+        id=int(env["id"]),
+        session_id=env["session_id"],
+        content_session_id=env["content_session_id"],
+        kind=env["kind"],
+        tool_use_id=env["tool_use_id"],
+        payload=decode_payload(env["payload_json"]),
+        original_timestamp=int(env["original_timestamp"]),
+        status=held.status if held is not None else status,  # type: ignore[arg-type]
+        attempt=held.attempt if held is not None else attempt,
+        claim_token=token,
+        lease_expires_at_ms=held.lease_ms if held is not None and token is not None else None,
+        last_error=held.error if held is not None else error,
+    )
+
+
+def _s(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None

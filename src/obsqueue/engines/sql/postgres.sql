@@ -1,0 +1,256 @@
+-- Queries of the postgresql:// engine (obsqueue.engines.postgres), one per named section.
+--
+-- Placeholders, filled with psycopg.sql.Identifier once per engine: {schema} (the namespace),
+-- {messages} (the versioned messages table), {tokens} (the fencing-token sequence),
+-- {version_table}. Everything else is static text with bound parameters.
+--
+-- Invariants the statements keep (see the module docstring):
+-- * the head of a session is its lowest-id row that is not dead; only the head is claimed;
+-- * at most one row per session is 'processing' (a partial unique index guards it);
+-- * every claim takes a new token from {tokens}; acks, failures and extensions name their token;
+-- * times come from the server clock (now()), and leave as epoch milliseconds.
+
+-- version_table_exists --
+SELECT to_regclass(%(version_table)s) IS NOT NULL
+
+-- schema_version --
+SELECT coalesce(max(version), 0) FROM {version_table}
+
+-- migrate_lock --
+SELECT pg_advisory_xact_lock(hashtextextended(%(lock_name)s, 0))
+
+-- migrate_prepare --
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {version_table} (
+    version integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- migrate_done --
+INSERT INTO {version_table} (version) VALUES (%(version)s) ON CONFLICT DO NOTHING
+
+-- migrate_v1 --
+CREATE TABLE {messages} (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    session_id text NOT NULL,
+    content_session_id text NOT NULL,
+    kind text NOT NULL,
+    tool_use_id text,
+    -- sha256 of content_session_id, NUL, tool_use_id (computed by the engine; NULL without a
+    -- tool_use_id): ids of up to 512 characters each would not fit a btree entry themselves
+    dedupe_key bytea,
+    payload text NOT NULL,
+    original_timestamp bigint NOT NULL,
+    enqueued_at timestamptz NOT NULL DEFAULT now(),
+    status text NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'processing', 'dead')),
+    attempt integer NOT NULL DEFAULT 0,
+    available_at timestamptz NOT NULL DEFAULT '-infinity',
+    claim_token bigint,
+    lease_expires_at timestamptz,
+    consumer_id text,
+    last_error text
+);
+-- the head of a session, and the rows of a session in order
+CREATE INDEX obsq_messages_v1_session ON {messages} (session_id, id) WHERE status <> 'dead';
+-- the race-proof guard of P2: one row in flight per session, whatever the claim query does
+CREATE UNIQUE INDEX obsq_messages_v1_one_in_flight ON {messages} (session_id)
+    WHERE status = 'processing';
+-- dedupe while pending or in flight (P3)
+CREATE UNIQUE INDEX obsq_messages_v1_dedupe ON {messages} (dedupe_key)
+    WHERE status <> 'dead' AND dedupe_key IS NOT NULL;
+CREATE SEQUENCE {tokens} AS bigint
+
+-- enqueue --
+-- The advisory lock serialises enqueues of one session until commit, so ids (drawn from the
+-- identity after the lock) increase in commit order within a session: a claimer can never see a
+-- session's later message while an earlier one is still uncommitted. pg_notify is sent on commit.
+WITH session_lock AS (
+    SELECT pg_advisory_xact_lock(hashtextextended(%(channel)s || ':' || %(session_id)s, 0))
+), inserted AS (
+    INSERT INTO {messages}
+        (session_id, content_session_id, kind, tool_use_id, dedupe_key, payload,
+         original_timestamp)
+    SELECT %(session_id)s, %(content_session_id)s, %(kind)s, %(tool_use_id)s, %(dedupe_key)s,
+           %(payload)s, %(original_timestamp)s
+    FROM session_lock
+    ON CONFLICT (dedupe_key) WHERE status <> 'dead' AND dedupe_key IS NOT NULL DO NOTHING
+    RETURNING id
+)
+SELECT id, pg_notify(%(channel)s, %(session_id)s)::text FROM inserted
+
+-- find_duplicate --
+SELECT id FROM {messages}
+WHERE dedupe_key = %(dedupe_key)s AND status <> 'dead'
+
+-- claimed_cte --
+-- (A fragment, inserted as "claimed_cte" into the claim statements below.) Claims the rows of
+-- "target": a new token, attempt + 1, a lease on the server clock. A head whose lease expired on
+-- its last attempt becomes dead instead, and is left out of the result by the callers.
+claimed AS (
+    UPDATE {messages} m SET
+        status = CASE WHEN t.out_of_attempts THEN 'dead' ELSE 'processing' END,
+        attempt = CASE WHEN t.out_of_attempts THEN m.attempt ELSE m.attempt + 1 END,
+        claim_token = CASE WHEN t.out_of_attempts THEN NULL ELSE nextval('{tokens}') END,
+        lease_expires_at = CASE WHEN t.out_of_attempts THEN NULL
+                                ELSE now() + make_interval(secs => %(lease_s)s) END,
+        consumer_id = %(consumer_id)s,
+        last_error = CASE WHEN t.out_of_attempts THEN 'lease expired on the last attempt'
+                          ELSE m.last_error END
+    FROM target t
+    WHERE m.id = t.id
+    RETURNING m.*
+)
+
+-- target_columns --
+-- (A fragment: what the "target" CTEs select from the locked row m.)
+m.id, m.status = 'processing' AND m.attempt >= %(max_attempts)s AS out_of_attempts
+
+-- due --
+-- (A fragment: the row m can be claimed now: pending and available, or its lease expired.)
+((m.status = 'pending' AND m.available_at <= now())
+ OR (m.status = 'processing' AND m.lease_expires_at <= now()))
+
+-- delivered_columns --
+-- (A fragment: a claimed row c as the engine turns it into a PendingMessageWithId.)
+c.id, c.session_id, c.content_session_id, c.kind, c.tool_use_id, c.payload,
+c.original_timestamp, c.attempt, c.claim_token,
+(extract(epoch FROM c.lease_expires_at) * 1000)::bigint, c.consumer_id,
+(extract(epoch FROM c.enqueued_at) * 1000)::bigint
+
+-- claim_next --
+-- The head is found first, without locks (ORDER BY id LIMIT 1 over the session's rows that are
+-- not dead); only that row is then locked, with SKIP LOCKED: if another claimer holds it, the
+-- answer is "nothing", never the session's next row. If the head changed meanwhile (claimed or
+-- acked by a transaction that committed), the recheck of the locking query's conditions against
+-- the new row version drops it: again nothing.
+WITH head AS (
+    SELECT id FROM {messages}
+    WHERE session_id = %(session_id)s AND status <> 'dead'
+    ORDER BY id
+    LIMIT 1
+), target AS (
+    SELECT {target_columns} FROM {messages} m JOIN head USING (id)
+    WHERE {due}
+    FOR UPDATE OF m SKIP LOCKED
+), {claimed_cte}
+SELECT {delivered_columns} FROM claimed c WHERE c.status = 'processing'
+
+-- ack_and_claim_next --
+-- One statement, one commit: delete the acknowledged row if its claim still holds, then claim
+-- the session's next head exactly as claim_next does. Every part of a statement sees the same
+-- snapshot, in which the deleted row is still there: the head is searched above its id (with the
+-- session as a parameter, so the search is one ordered index probe, not a scan of the session).
+-- Always one row: whether the ack matched (1 or 0), then the claimed message or NULLs.
+WITH acked AS (
+    DELETE FROM {messages}
+    WHERE id = %(id)s AND claim_token = %(token)s AND status = 'processing'
+    RETURNING id, session_id
+), head AS (
+    SELECT id FROM {messages}
+    WHERE session_id = %(session_id)s AND status <> 'dead' AND id > %(id)s
+      AND EXISTS (SELECT 1 FROM acked)
+    ORDER BY id
+    LIMIT 1
+), target AS (
+    SELECT {target_columns} FROM {messages} m JOIN head USING (id)
+    WHERE {due}
+    FOR UPDATE OF m SKIP LOCKED
+), {claimed_cte}
+SELECT (SELECT count(*) FROM acked), {delivered_columns}
+FROM (SELECT 1) AS one LEFT JOIN claimed c ON c.status = 'processing'
+
+-- claim_ready_heads --
+-- Heads of up to "limit" sessions, oldest first: rows that are due and have no older row of
+-- their session that is not dead. Locked rows are skipped — a session whose head another
+-- claimer holds has no other row that passes the head test, so nothing of it is taken.
+WITH target AS (
+    SELECT {target_columns} FROM {messages} m
+    WHERE {due}
+      AND NOT EXISTS (
+          SELECT 1 FROM {messages} p
+          WHERE p.session_id = m.session_id AND p.status <> 'dead' AND p.id < m.id
+      )
+    ORDER BY m.id
+    LIMIT %(limit)s
+    FOR UPDATE OF m SKIP LOCKED
+), {claimed_cte}
+SELECT {delivered_columns} FROM claimed c WHERE c.status = 'processing' ORDER BY c.id
+
+-- unclaim --
+-- Give back a claim that was never handed to the caller (a prefetched head, see the module
+-- docstring): the row returns to exactly the state it was claimed from, attempt included.
+UPDATE {messages}
+SET status = 'pending', attempt = attempt - 1, claim_token = NULL, lease_expires_at = NULL,
+    consumer_id = NULL, available_at = '-infinity'
+WHERE id = %(id)s AND claim_token = %(token)s AND status = 'processing'
+
+-- mark_processed --
+DELETE FROM {messages}
+WHERE id = %(id)s AND claim_token = %(token)s AND status = 'processing'
+RETURNING id
+
+-- mark_failed --
+UPDATE {messages}
+SET status = CASE WHEN %(retry)s AND attempt < %(max_attempts)s THEN 'pending' ELSE 'dead' END,
+    available_at = now() + make_interval(secs => %(delay_ms)s / 1000.0),
+    claim_token = NULL,
+    lease_expires_at = NULL,
+    last_error = %(reason)s
+WHERE id = %(id)s AND claim_token = %(token)s AND status = 'processing'
+RETURNING status
+
+-- extend_lease --
+UPDATE {messages}
+SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)
+WHERE id = %(id)s AND claim_token = %(token)s AND status = 'processing'
+RETURNING (extract(epoch FROM lease_expires_at) * 1000)::bigint, consumer_id
+
+-- pending_count --
+SELECT count(*) FROM {messages} WHERE session_id = %(session_id)s AND status <> 'dead'
+
+-- total_depth --
+SELECT count(*) FROM {messages} WHERE status <> 'dead'
+
+-- clear_pending --
+DELETE FROM {messages} WHERE session_id = %(session_id)s AND status = 'pending'
+
+-- reset_processing --
+-- Back to pending at the same place, claim voided (acks under it raise StaleClaimError); the
+-- sessions that got a message back are woken.
+-- Rows are locked in id order first, so two resets at once cannot deadlock.
+WITH locked AS (
+    SELECT id FROM {messages}
+    WHERE status = 'processing'
+      AND (%(session_id)s::text IS NULL OR session_id = %(session_id)s::text)
+    ORDER BY id
+    FOR UPDATE
+), moved AS (
+    UPDATE {messages} m
+    SET status = 'pending', claim_token = NULL, lease_expires_at = NULL,
+        available_at = '-infinity'
+    FROM locked
+    WHERE m.id = locked.id AND m.status = 'processing'
+    RETURNING m.session_id
+), woken AS (
+    SELECT pg_notify(%(channel)s, session_id) FROM (SELECT DISTINCT session_id FROM moved) s
+)
+SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM woken)
+
+-- inspect_raw --
+SELECT id, session_id, content_session_id, kind, tool_use_id, payload, original_timestamp,
+       status, attempt, claim_token,
+       CASE WHEN claim_token IS NOT NULL
+            THEN (extract(epoch FROM lease_expires_at) * 1000)::bigint END,
+       last_error
+FROM {messages}
+ORDER BY id
+
+-- server_settings --
+SELECT current_setting('server_version'), current_setting('server_version_num')::int,
+       current_setting('fsync'), current_setting('synchronous_commit'),
+       current_setting('full_page_writes'), current_setting('wal_sync_method'),
+       current_setting('synchronous_standby_names')
+
+-- destroy --
+DROP SCHEMA IF EXISTS {schema} CASCADE

@@ -1,0 +1,595 @@
+"""``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db`` — the embedded default.
+
+One SQLite file, shared by every process that opens it, on the ``sqlite3`` module of the
+standard library (SQLite >= 3.35 for ``RETURNING``). Every statement is in
+``engines/sql/sqlite.sql`` (named sections); only the namespace and the ``synchronous`` level
+are put into the text, both checked first.
+
+Storage, per namespace, in the file: ``<namespace>_messages_v1`` (one row per message that is
+pending, in flight or dead; acked and cleared rows are deleted) and ``<namespace>_tokens_v1``
+(one row: the last fencing token handed out). Opening an engine switches the file to WAL and
+creates the tables and indexes with ``IF NOT EXISTS`` inside ``BEGIN IMMEDIATE``, so processes
+opening one file at once are safe; after ``destroy()`` drops them they are created again on next
+use (ids and tokens then start again from 1).
+
+Claims: a session's *head* is its lowest-id row that is pending or processing. A claim first
+reads the head without a lock; only when the head looks claimable (pending and due, or processing
+with its lease run out) does it take the write lock (``BEGIN IMMEDIATE``), read the head again and
+decide as the in-memory reference does: claim it (``attempt + 1``, a new token, the lease end from
+the wall clock) or, on a stall past ``max_attempts``, make it dead. Idle consumers therefore never
+queue for the write lock. A partial unique index on ``session_id WHERE status = 'processing'``
+guards one in flight per session whatever the logic does. Ids are ``AUTOINCREMENT``: assigned
+under the write lock, so they grow in commit order, and never reused.
+
+Fencing: tokens come from the one-row tokens table, bumped in the claim's transaction, so they
+are unique over the file's life. ``mark_processed`` (a ``DELETE``), ``mark_failed`` and
+``extend_lease`` are single statements that name the token in their ``WHERE``; no row matched
+means ``StaleClaimError``. Dedupe: a partial unique index on ``(content_session_id,
+tool_use_id)`` over pending and in-flight rows; an enqueue with a ``tool_use_id`` looks for the
+live duplicate and inserts inside one ``BEGIN IMMEDIATE`` transaction.
+
+Wakeup (``engines/sqlite_wakeup.py``): ``PRAGMA data_version`` changes on a connection whenever
+*another* connection commits to the file, from any process. The first blocked iterator starts one
+watcher thread per engine that reads it on a dedicated connection that never writes, while any
+iterator waits, and wakes the waiters when it changed. On Linux (``wakeup="auto"``) the thread
+blocks on inotify events for writes to the ``-wal`` file, so an idle consumer uses no CPU; with
+``wakeup="poll"``, or where inotify is missing, it reads the version every ``poll_interval_ms``.
+Every commit to the file wakes every waiter of the engine (each re-reads its head, which is
+cheap); enqueues through the same engine object wake its waiters at once.
+
+Durability (``synchronous``, default ``FULL``, also ``NORMAL``, ``EXTRA``, ``OFF``): in WAL mode
+every level keeps a committed write through SIGKILL of any process, because the WAL is written
+to the OS before the commit returns (P4, P5). Power loss or an OS crash is survived by ``FULL``
+and ``EXTRA`` (the WAL is fsynced at each commit); ``NORMAL`` may lose the last commits (fsync
+at checkpoints only) and ``OFF`` never fsyncs. ``describe()["durability"]`` reads the journal mode
+and level from a live connection. There is no server, so ``SERVER_CRASH_DURABLE`` is not
+declared. WAL needs a local file system (not NFS/SMB): the -wal and -shm files live beside the
+database and its shared memory is mapped by every process.
+
+Options (keyword-only, or as URL query parameters, e.g. ``sqlite:///q.db?synchronous=NORMAL``;
+a URL parameter wins over a keyword left at its default, and a conflict is an error):
+``synchronous``; ``busy_timeout_ms`` (default 10000: how long a statement waits for another
+connection's write lock before failing with ``EngineUnavailableError``); ``wakeup`` (``auto`` or
+``poll``) and ``poll_interval_ms`` (default 10: the poll period, and in either mode the least
+time between two wakeups of the waiters). Connections come from a small pool (one per
+concurrently busy thread, kept idle for reuse, all closed by ``close()``). An engine object
+belongs to the process that opened it; open another one after ``fork()``.
+
+Errors are translated once, in ``_translated``: SQLite errors become ``EngineUnavailableError``
+naming the URL and saying what to do (busy, not a database, cannot open, read-only, disk full).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, Final, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+from obsqueue.engines.base import (
+    Capability,
+    Claim,
+    EnqueueResult,
+    ObservationQueueEngine,
+    PendingMessage,
+    PendingMessageWithId,
+    RawMessage,
+    decode_payload,
+    now_ms,
+)
+from obsqueue.engines.sqlfile import load_queries
+from obsqueue.engines.sqlite_wakeup import ChangeWatcher
+from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError, redact_url
+
+__all__ = ["SYNCHRONOUS_LEVELS", "SqliteEngine", "compose_queries", "parse_sqlite_url"]
+
+T = TypeVar("T")
+Conn = sqlite3.Connection
+
+#: ``PRAGMA synchronous`` levels; the index is the number the pragma reads back.
+SYNCHRONOUS_LEVELS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+MIN_SQLITE: Final = (3, 35, 0)  # RETURNING
+_DEFAULTS: Final[dict[str, Any]] = {
+    "synchronous": "FULL",
+    "busy_timeout_ms": 10_000,
+    "poll_interval_ms": 10,
+    "wakeup": "auto",
+}
+_HINTS: Final = {
+    "SQLITE_BUSY": "another connection held the write lock longer than busy_timeout_ms; "
+    "nothing was written: retry, or raise busy_timeout_ms",
+    "SQLITE_LOCKED": "the table is locked by another statement of this connection; retry",
+    "SQLITE_NOTADB": "the file is not a SQLite database; point the URL at a new file or at a "
+    "queue file",
+    "SQLITE_CANTOPEN": "check that the path names a file in a directory that exists and is "
+    "writable",
+    "SQLITE_READONLY": "the file or its directory is read-only (WAL also creates -wal and -shm "
+    "files beside it)",
+    "SQLITE_FULL": "the disk is full; free space",
+    "SQLITE_CORRUPT": "the file is corrupt; restore it or start a new one",
+    "SQLITE_IOERR": "the file system failed a read or write; check the disk",
+}
+
+
+def compose_queries(namespace: str, synchronous: str) -> dict[str, str]:
+    """The sections of ``sqlite.sql`` with the namespace and ``synchronous`` level put in."""
+    if synchronous not in SYNCHRONOUS_LEVELS:
+        raise InvalidMessageError("synchronous", f"must be one of {SYNCHRONOUS_LEVELS}")
+    return {
+        name: text.replace("{ns}", namespace).replace("{synchronous}", synchronous)
+        for name, text in load_queries("sqlite.sql").items()
+    }
+
+
+def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
+    """``sqlite:///q.db?synchronous=NORMAL`` -> (``"q.db"``, ``{"synchronous": "NORMAL"}``);
+    ``sqlite:////tmp/q.db`` -> (``"/tmp/q.db"``, {})."""
+    parts = urlsplit(url)
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if parts.netloc or not path or path == ":memory:" or path.endswith("/"):
+        raise InvalidMessageError(
+            "url",
+            "must name a file: sqlite:///relative.db or sqlite:////absolute/path.db "
+            f"(use memory:// for a queue in process memory); got {redact_url(url)!r}",
+        )
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(params) - set(_DEFAULTS))
+    if unknown:
+        raise InvalidMessageError(
+            "url",
+            f"unknown parameter(s) {unknown} in {redact_url(url)!r}; known: {list(_DEFAULTS)}",
+        )
+    return path, params
+
+
+def _merge_option(name: str, keyword: object, params: dict[str, str]) -> object:
+    """The URL's value when the keyword was left at its default; a conflict is an error."""
+    if name not in params:
+        return keyword
+    text = params[name]
+    if keyword != _DEFAULTS[name] and str(keyword).upper() != text.upper():
+        raise InvalidMessageError(name, f"given as {keyword!r} and as {text!r} in the URL")
+    if isinstance(_DEFAULTS[name], int):
+        try:
+            return float(text) if "." in text else int(text)
+        except ValueError:
+            raise InvalidMessageError(name, f"must be a number, got {text!r} in the URL") from None
+    return text
+
+
+def _check_synchronous(value: object) -> str:
+    if not isinstance(value, str) or value.upper() not in SYNCHRONOUS_LEVELS:
+        raise InvalidMessageError(
+            "synchronous", f"must be one of {', '.join(SYNCHRONOUS_LEVELS)}; got {value!r}"
+        )
+    return value.upper()
+
+
+def _check_wakeup(value: object) -> str:
+    if value not in ("auto", "poll"):
+        raise InvalidMessageError("wakeup", f"must be 'auto' or 'poll'; got {value!r}")
+    return str(value)
+
+
+def _check_ms(name: str, value: object, *, at_most: float) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= at_most
+    if not ok:
+        raise InvalidMessageError(
+            name, f"must be a number of ms in (0, {at_most:g}]; got {value!r}"
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def _first(rows: list[Any]) -> Any:
+    return rows[0] if rows else None
+
+
+class SqliteEngine(ObservationQueueEngine):
+    """Rows in one SQLite file in WAL mode, claimed head-first under ``BEGIN IMMEDIATE``."""
+
+    scheme: ClassVar[str] = "sqlite"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability) - {
+        Capability.SERVER_CRASH_DURABLE
+    }
+    server_kind: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 10_000,
+        poll_interval_ms: float = 10,
+        wakeup: str = "auto",
+        **options: Any,
+    ) -> None:
+        super().__init__(url, **options)
+        _check_library()
+        path, params = parse_sqlite_url(url)
+        self.synchronous = _check_synchronous(_merge_option("synchronous", synchronous, params))
+        self.busy_timeout_ms = int(
+            _check_ms(
+                "busy_timeout_ms",
+                _merge_option("busy_timeout_ms", busy_timeout_ms, params),
+                at_most=3_600_000,
+            )
+        )
+        self.poll_interval_ms = _check_ms(
+            "poll_interval_ms",
+            _merge_option("poll_interval_ms", poll_interval_ms, params),
+            at_most=1000,
+        )
+        self.wakeup = _check_wakeup(_merge_option("wakeup", wakeup, params))
+        self.path = os.path.abspath(path)
+        self._where = f"SQLite file {self.path} ({redact_url(url)})"
+        self._q = compose_queries(self.options.namespace, self.synchronous)
+        self._pid = os.getpid()
+        self._pool_lock = threading.Lock()
+        self._idle: list[Conn] = []
+        self._watcher = ChangeWatcher(
+            connect=self._connect,
+            version_sql=self._q["data_version"],
+            cond=self._local_wakeup,
+            interval_s=self.poll_interval_ms / 1000,
+            wal_path=f"{self.path}-wal",
+            use_inotify=self.wakeup == "auto",
+        )
+        self._open_file()
+
+    # ------------------------------------------------------------------ connections, errors
+
+    def _open_file(self) -> None:
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise EngineUnavailableError(
+                f"{self._where}: directory {directory} does not exist; create it first"
+            )
+        try:
+            self._run(self._prepare_file)
+        except BaseException:
+            self._drain_pool()
+            raise
+
+    def _prepare_file(self, conn: Conn) -> None:
+        deadline = time.monotonic() + self.options.connect_timeout_s
+        while True:  # a file being created by another process at this moment may be locked
+            try:
+                mode = conn.execute(self._q["enable_wal"]).fetchall()[0][0]
+                break
+            except sqlite3.OperationalError as exc:
+                if not exc.sqlite_errorname.startswith("SQLITE_BUSY"):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        if str(mode).lower() != "wal":
+            raise EngineUnavailableError(
+                f"{self._where}: could not switch to WAL (journal_mode is {mode}); use a file on "
+                "a local file system"
+            )
+        self._script(conn, "create_schema")
+
+    def _connect(self) -> Conn:
+        """A new connection to the file, set up as every connection of this engine is."""
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout_ms / 1000,
+            isolation_level=None,  # autocommit; transactions are explicit BEGIN IMMEDIATE
+            check_same_thread=False,  # pooled: used by one thread at a time, closed by any
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(self._q["set_synchronous"])
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _checkout(self) -> Conn:
+        self._check_open()
+        if os.getpid() != self._pid:
+            raise EngineUnavailableError(
+                f"{self._where}: this engine was opened in process {self._pid}; open a new one "
+                "in each process (connections cannot cross fork())"
+            )
+        with self._pool_lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
+
+    def _checkin(self, conn: Conn) -> None:
+        with self._pool_lock:
+            if not self._closed:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _drain_pool(self) -> None:
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """The one place SQLite errors are translated."""
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise  # a constraint the logic must never hit: a bug, not an outage
+        except sqlite3.ProgrammingError:
+            self._check_open()
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._check_open()
+            name = getattr(exc, "sqlite_errorname", "") or ""
+            hint = next((h for code, h in _HINTS.items() if name.startswith(code)), None)
+            raise EngineUnavailableError(
+                f"{self._where}: {exc}; {hint or 'check the file and its directory'}"
+            ) from exc
+
+    def _run(self, op: Callable[[Conn], T], *, write: bool = False) -> T:
+        """Run ``op`` on a pooled connection, inside ``BEGIN IMMEDIATE`` when ``write``. Tables
+        dropped by ``destroy()`` are created again and ``op`` retried once."""
+        with self._translated():
+            conn = self._checkout()
+            try:
+                try:
+                    return self._once(conn, op, write)
+                except sqlite3.OperationalError as exc:
+                    if not self._missing_table(exc):
+                        raise
+                self._script(conn, "create_schema")
+                return self._once(conn, op, write)
+            finally:
+                self._checkin(conn)
+
+    def _once(self, conn: Conn, op: Callable[[Conn], T], write: bool) -> T:
+        if not write:
+            return op(conn)
+        conn.execute(self._q["begin_write"])
+        try:
+            result = op(conn)
+            conn.execute(self._q["commit"])
+        except BaseException:
+            self._rollback(conn)
+            raise
+        return result
+
+    def _script(self, conn: Conn, name: str) -> None:
+        """Run a multi-statement section in one write transaction."""
+        try:
+            conn.executescript(f"{self._q['begin_write']};\n{self._q[name]};\n{self._q['commit']};")
+        except BaseException:
+            self._rollback(conn)
+            raise
+
+    def _rollback(self, conn: Conn) -> None:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(self._q["rollback"])
+
+    def _missing_table(self, exc: sqlite3.OperationalError) -> bool:
+        text = str(exc)
+        return "no such table" in text and f"{self.options.namespace}_" in text
+
+    def _rows(self, name: str, params: dict[str, Any] | None = None) -> list[Any]:
+        return self._run(lambda conn: conn.execute(self._q[name], params or {}).fetchall())
+
+    def _changed(self, name: str, params: dict[str, Any]) -> int:
+        return self._run(lambda conn: conn.execute(self._q[name], params).rowcount)
+
+    # ----------------------------------------------------------------------------- enqueue
+
+    def _enqueue(
+        self, session_id: str, content_session_id: str, message: PendingMessage, payload_json: str
+    ) -> EnqueueResult:
+        params = {
+            "session_id": session_id,
+            "content_session_id": content_session_id,
+            "kind": message.kind,
+            "tool_use_id": message.tool_use_id,
+            "payload": payload_json,
+            "original_timestamp": message.original_timestamp,
+            "enqueued_at_ms": now_ms(),
+        }
+        if message.tool_use_id is None:  # never deduped: one autocommitted statement
+            return EnqueueResult(self._run(lambda conn: self._insert(conn, params)))
+        return self._run(lambda conn: self._insert_unless_queued(conn, params), write=True)
+
+    def _insert(self, conn: Conn, params: dict[str, Any]) -> int:
+        return int(conn.execute(self._q["insert"], params).fetchall()[0][0])
+
+    def _insert_unless_queued(self, conn: Conn, params: dict[str, Any]) -> EnqueueResult:
+        found = _first(conn.execute(self._q["find_duplicate"], params).fetchall())
+        if found is not None:
+            return EnqueueResult(int(found[0]), duplicate=True)
+        return EnqueueResult(self._insert(conn, params))
+
+    # ------------------------------------------------------------------------------- claim
+
+    def _claim_next(
+        self, session_id: str, consumer_id: str, lease_s: float
+    ) -> PendingMessageWithId | None:
+        if not self._due(_first(self._rows("head", {"session_id": session_id})), now_ms()):
+            return None  # decided without the write lock: idle consumers never queue for it
+        return self._run(
+            lambda conn: self._claim_head(conn, session_id, consumer_id, lease_s), write=True
+        )
+
+    @staticmethod
+    def _due(head: sqlite3.Row | None, now: int) -> bool:
+        """The head can be claimed (or, out of attempts, killed) now."""
+        if head is None:
+            return False
+        if head["status"] == "processing":
+            return bool(head["lease_expires_at_ms"] <= now)
+        return bool(head["available_at_ms"] <= now)
+
+    def _claim_head(
+        self, conn: Conn, session_id: str, consumer_id: str, lease_s: float
+    ) -> PendingMessageWithId | None:
+        head = _first(conn.execute(self._q["head"], {"session_id": session_id}).fetchall())
+        now = now_ms()
+        if not self._due(head, now):
+            return None
+        if head["status"] == "processing" and self.out_of_attempts(head["attempt"]):
+            reason = "lease expired on the last attempt"
+            conn.execute(self._q["kill"], {"id": head["id"], "reason": reason})
+            return None
+        token = conn.execute(self._q["next_token"]).fetchall()[0][0]
+        params = {
+            "id": head["id"],
+            "token": token,
+            "lease_expires_at_ms": now + int(lease_s * 1000),
+            "consumer_id": consumer_id,
+        }
+        return _delivered(conn.execute(self._q["claim"], params).fetchall()[0])
+
+    # ------------------------------------------------------------------ acks and failures
+
+    def _stale(self, msg: PendingMessageWithId) -> StaleClaimError:
+        assert msg.claim is not None
+        return StaleClaimError(
+            f"message {msg.id} is no longer held by claim {msg.claim.token}: its lease expired "
+            "and it was delivered again, or it was reset; do not acknowledge it"
+        )
+
+    @staticmethod
+    def _claim_params(msg: PendingMessageWithId) -> dict[str, Any]:
+        assert msg.claim is not None
+        return {"id": msg.id, "token": msg.claim.token}
+
+    def _mark_processed(self, msg: PendingMessageWithId) -> None:
+        if not self._changed("ack", self._claim_params(msg)):
+            raise self._stale(msg)
+        self._notify_local()
+
+    def _mark_failed(self, msg: PendingMessageWithId, reason: str, retry: bool) -> None:
+        # The token names one delivery, and a delivery's attempt never changes: msg.attempt is
+        # the stored attempt whenever the token still matches.
+        dead = not retry or self.out_of_attempts(msg.attempt)
+        params = {
+            **self._claim_params(msg),
+            "status": "dead" if dead else "pending",
+            "available_at_ms": 0 if dead else now_ms() + self.retry_delay_ms(msg.attempt),
+            "reason": reason,
+        }
+        if not self._changed("fail", params):
+            raise self._stale(msg)
+        self._notify_local()
+
+    def _extend_lease(self, msg: PendingMessageWithId, lease_s: float) -> Claim:
+        params = {**self._claim_params(msg), "lease_expires_at_ms": now_ms() + int(lease_s * 1000)}
+        row = _first(self._run(lambda conn: conn.execute(self._q["extend"], params).fetchall()))
+        if row is None:
+            raise self._stale(msg)
+        return Claim(params["token"], row["lease_expires_at_ms"], row["consumer_id"] or "")
+
+    # ---------------------------------------------------------------- counts and recovery
+
+    def _pending_count(self, session_id: str) -> int:
+        return int(self._rows("pending_count", {"session_id": session_id})[0][0])
+
+    def _total_depth(self) -> int:
+        return int(self._rows("total_depth")[0][0])
+
+    def _clear_pending(self, session_id: str) -> int:
+        return self._changed("clear_pending", {"session_id": session_id})
+
+    def _reset_processing(self, session_id: str | None) -> int:
+        if session_id is None:
+            return self._changed("reset_all", {})
+        return self._changed("reset_session", {"session_id": session_id})
+
+    # ----------------------------------------------------------------- oracle and admin
+
+    def inspect_raw(self) -> list[RawMessage]:
+        self._check_open()
+        return [
+            RawMessage(
+                id=row["id"],
+                session_id=row["session_id"],
+                content_session_id=row["content_session_id"],
+                kind=row["kind"],
+                tool_use_id=row["tool_use_id"],
+                payload=decode_payload(row["payload"]),
+                original_timestamp=row["original_timestamp"],
+                status=row["status"],
+                attempt=row["attempt"],
+                claim_token=row["claim_token"],
+                lease_expires_at_ms=row["lease_expires_at_ms"],
+                last_error=row["last_error"],
+            )
+            for row in self._rows("inspect")
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        self._check_open()
+        row = self._rows("durability")[0]
+        level = SYNCHRONOUS_LEVELS[row["synchronous"]]
+        return {
+            "library": {"sqlite": sqlite3.sqlite_version},
+            "client": {
+                "sqlite": sqlite3.sqlite_version,
+                "python": platform.python_version(),
+                "path": self.path,
+                "busy_timeout_ms": row["busy_timeout_ms"],
+                "poll_interval_ms": self.poll_interval_ms,
+                "wakeup": self._watcher.mode,
+            },
+            "server": None,
+            "durability": {
+                "synchronous": level,
+                "journal_mode": row["journal_mode"],
+                "survives_power_loss": level in ("FULL", "EXTRA"),
+            },
+        }
+
+    def destroy(self) -> None:
+        self._check_open()
+        self._run(lambda conn: self._script(conn, "drop_schema"))
+
+    def _close(self) -> None:
+        self._watcher.stop()
+        self._drain_pool()
+
+    # ------------------------------------------------------------------------------ wakeup
+
+    def _wakeup_mark(self, session_id: str) -> object:
+        with self._translated():
+            self._watcher.start()
+        return self._local_seq, self._watcher.seq
+
+    def _wait_for_work(self, session_id: str, timeout_s: float, mark: object) -> None:
+        self._watcher.wait_for(
+            lambda: self._closed or (self._local_seq, self._watcher.seq) != mark, timeout_s
+        )
+
+
+def _check_library() -> None:
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise EngineUnavailableError(
+            f"sqlite:// needs SQLite >= {'.'.join(map(str, MIN_SQLITE))} (for RETURNING); this "
+            f"Python links SQLite {sqlite3.sqlite_version}: use a newer Python or pysqlite3"
+        )
+
+
+def _delivered(row: sqlite3.Row) -> PendingMessageWithId:
+    return PendingMessageWithId(
+        kind=row["kind"],
+        tool_use_id=row["tool_use_id"],
+        payload=decode_payload(row["payload"]),
+        original_timestamp=row["original_timestamp"],
+        id=row["id"],
+        session_id=row["session_id"],
+        content_session_id=row["content_session_id"],
+        attempt=row["attempt"],
+        claim=Claim(row["claim_token"], row["lease_expires_at_ms"], row["consumer_id"] or ""),
+        enqueued_at_ms=row["enqueued_at_ms"],
+    )

@@ -1,0 +1,94 @@
+"""The results format shared by the conformance suite, the benchmarks and the reports.
+
+One small, schema-versioned module: writers build plain dicts through these helpers, readers
+check ``schema_version`` and refuse files they do not understand. Reports import only this.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = [
+    "OUTCOMES",
+    "SCHEMA_VERSION",
+    "ResultsFormatError",
+    "conformance_path",
+    "environment",
+    "read_results",
+    "safe_label",
+    "write_results",
+]
+
+SCHEMA_VERSION: Final = 1
+
+#: Per property and engine (DESIGN.md §3), from best to worst news.
+OUTCOMES: Final = ("pass", "unsupported", "expected-fail", "unknown", "fail")
+
+
+class ResultsFormatError(ValueError):
+    """A results file is not obsqueue results JSON of a schema version this code reads."""
+
+
+def safe_label(text: str) -> str:
+    """A file-name-safe label: ``rq+redis`` -> ``rq-redis``."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in text.lower())
+    return "-".join(part for part in cleaned.split("-") if part) or "engine"
+
+
+def conformance_path(directory: Path, engine_label: str) -> Path:
+    return directory / f"conformance-{safe_label(engine_label)}.json"
+
+
+def environment() -> dict[str, Any]:
+    """Where a result was measured: machine, OS and Python."""
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def write_results(path: Path, kind: str, body: dict[str, Any]) -> Path:
+    """Write ``body`` as results of ``kind`` ("conformance", "benchmark"), atomically."""
+    document = {"schema_version": SCHEMA_VERSION, "kind": kind, **body}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n", "utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_results(path: Path, kind: str | None = None) -> dict[str, Any]:
+    """Read a results file, checking its schema version (and kind, if given)."""
+    try:
+        document = json.loads(path.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResultsFormatError(f"{path}: not readable results JSON ({exc})") from exc
+    if not isinstance(document, dict) or document.get("schema_version") != SCHEMA_VERSION:
+        raise ResultsFormatError(
+            f"{path}: schema_version {document.get('schema_version') if isinstance(document, dict) else None!r}"
+            f" is not {SCHEMA_VERSION}; regenerate it with this obsqueue version"
+        )
+    if kind is not None and document.get("kind") != kind:
+        raise ResultsFormatError(f"{path}: kind {document.get('kind')!r}, expected {kind!r}")
+    return document
