@@ -1,8 +1,8 @@
 """nox sessions: the same commands in CI and on a laptop.
 
-    nox -s conformance   the main job: the conformance suite on every engine, results JSON
-    nox -s tests         lint, then the project's own tests (unit, integration, acceptance)
-    nox -s lint          ruff (lint + format check) and mypy --strict on src/
+nox -s conformance   the main job: the conformance suite on every engine, results JSON
+nox -s tests         lint, then the project's own tests (unit, integration, acceptance)
+nox -s lint          ruff (lint + format check) and mypy --strict on src/
 """
 
 from __future__ import annotations

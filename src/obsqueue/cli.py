@@ -42,25 +42,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
-        "engines", help="list registered engines and whether each is usable here",
+        "engines",
+        help="list registered engines and whether each is usable here",
         description="List every registered engine scheme, where it comes from, and whether it "
-                    "is usable on this machine (driver installed, server reachable or startable).",
+        "is usable on this machine (driver installed, server reachable or startable).",
     )
     conf = commands.add_parser(
-        "conformance", help="run the conformance suite (P1-P16) on engine URLs",
+        "conformance",
+        help="run the conformance suite (P1-P16) on engine URLs",
         description="Run the shared conformance suite on each engine URL, print the engine x "
-                    "property matrix and write reports/results/conformance-<engine>.json. Exits "
-                    "non-zero when a property an engine declares fails.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "property matrix and write reports/results/conformance-<engine>.json. Exits "
+        "non-zero when a property an engine declares fails.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     conf.add_argument("urls", nargs="+", metavar="URL", help="engine URLs (see below)")
-    conf.add_argument("--results", type=Path, default=Path("reports/results"),
-                      help="directory for results JSON (default: %(default)s)")
-    conf.add_argument("-k", dest="keyword", default=None,
-                      help="only tests matching this pytest -k expression")
+    conf.add_argument(
+        "--results",
+        type=Path,
+        default=Path("reports/results"),
+        help="directory for results JSON (default: %(default)s)",
+    )
+    conf.add_argument(
+        "-k", dest="keyword", default=None, help="only tests matching this pytest -k expression"
+    )
     conf.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failure")
-    conf.add_argument("-q", "--quiet", action="store_true",
-                      help="one character per test instead of one line")
+    conf.add_argument(
+        "-q", "--quiet", action="store_true", help="one character per test instead of one line"
+    )
     return parser
 
 
@@ -107,8 +116,18 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 
     suite = resources.files("obsqueue.conformance").joinpath("suite")
     ini = resources.files("obsqueue.conformance").joinpath("pytest.ini")
-    argv = [str(suite), "-c", str(ini), "--rootdir", str(suite), "-p", "no:cacheprovider",
-            "--obsqueue-results", str(args.results.resolve()), "-rfE"]
+    argv = [
+        str(suite),
+        "-c",
+        str(ini),
+        "--rootdir",
+        str(suite),
+        "-p",
+        "no:cacheprovider",
+        "--obsqueue-results",
+        str(args.results.resolve()),
+        "-rfE",
+    ]
     argv += ["-q"] if args.quiet else ["-v"]
     for url in args.urls:
         argv += ["--obsqueue-engine", url]
@@ -116,8 +135,9 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         argv += ["-k", args.keyword]
     if args.exitfirst:
         argv.append("-x")
-    print(f"obsqueue conformance: {len(args.urls)} engine(s); results -> {args.results}",
-          flush=True)
+    print(
+        f"obsqueue conformance: {len(args.urls)} engine(s); results -> {args.results}", flush=True
+    )
     code = pytest.main(argv)
     return int(code)
 

@@ -4,10 +4,12 @@ Every error obsqueue raises on purpose derives from one base class::
 
     ObsqueueError
     ├── InvalidMessageError (also a ValueError)  an argument is invalid; nothing was written
-    ├── EngineUnavailableError                   the backend cannot be reached, or its driver is missing
+    ├── EngineUnavailableError                   the backend cannot be reached, or its driver
+    │                                            is missing
     ├── EngineClosedError                        the engine was used after close()
-    └── StaleClaimError                          the claim under which a message was delivered is no
-                                                 longer held (it expired and was re-delivered, or was reset)
+    └── StaleClaimError                          the claim a message was delivered under is no
+                                                 longer held (it expired and was re-delivered,
+                                                 or was reset)
 
 Messages name the field or the URL (with its password redacted) and say what to do.
 """

@@ -85,8 +85,9 @@ def read_results(path: Path, kind: str | None = None) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise ResultsFormatError(f"{path}: not readable results JSON ({exc})") from exc
     if not isinstance(document, dict) or document.get("schema_version") != SCHEMA_VERSION:
+        found = document.get("schema_version") if isinstance(document, dict) else None
         raise ResultsFormatError(
-            f"{path}: schema_version {document.get('schema_version') if isinstance(document, dict) else None!r}"
+            f"{path}: schema_version {found!r}"
             f" is not {SCHEMA_VERSION}; regenerate it with this obsqueue version"
         )
     if kind is not None and document.get("kind") != kind:

@@ -13,8 +13,14 @@ from obsqueue.results import read_results
 
 
 def obsqueue(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "obsqueue.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "obsqueue.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_help_explains_urls_and_commands(tmp_path: Path) -> None:
@@ -42,8 +48,15 @@ def test_unknown_scheme_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.acceptance
 def test_conformance_writes_results_and_prints_the_matrix(tmp_path: Path) -> None:
     """`obsqueue conformance memory:// sqlite://` passes, prints the matrix, writes JSON."""
-    out = obsqueue("conformance", "memory://", "sqlite://", "-q",
-                   "--results", str(tmp_path / "results"), cwd=tmp_path)
+    out = obsqueue(
+        "conformance",
+        "memory://",
+        "sqlite://",
+        "-q",
+        "--results",
+        str(tmp_path / "results"),
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert "obsqueue conformance" in out.stdout
     for label in ("memory", "sqlite"):

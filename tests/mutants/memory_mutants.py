@@ -49,8 +49,9 @@ class NoDedupeEngine(MemoryEngine):
 
     BREAKS: ClassVar[str] = "P3"
 
-    def _enqueue(self, session_id: str, content_session_id: str, message: PendingMessage,
-                 payload_json: str) -> EnqueueResult:
+    def _enqueue(
+        self, session_id: str, content_session_id: str, message: PendingMessage, payload_json: str
+    ) -> EnqueueResult:
         undeduped = PendingMessage(message.kind, None, message.payload, message.original_timestamp)
         result = super()._enqueue(session_id, content_session_id, undeduped, payload_json)
         self._rows[result.message_id].tool_use_id = message.tool_use_id
@@ -64,8 +65,11 @@ class ResetToBackEngine(MemoryEngine):
 
     def _reset_processing(self, session_id: str | None) -> int:
         with self._lock:
-            moved = [r for r in self._rows.values()
-                     if r.status == "processing" and session_id in (None, r.session_id)]
+            moved = [
+                r
+                for r in self._rows.values()
+                if r.status == "processing" and session_id in (None, r.session_id)
+            ]
             for row in moved:
                 del self._rows[row.id]
                 row.id, row.status, row.claim_token = next(self._ids), "pending", None
@@ -78,8 +82,9 @@ class NoStallRecoveryEngine(MemoryEngine):
 
     BREAKS: ClassVar[str] = "P7"
 
-    def _claim_next(self, session_id: str, consumer_id: str,
-                    lease_s: float) -> PendingMessageWithId | None:
+    def _claim_next(
+        self, session_id: str, consumer_id: str, lease_s: float
+    ) -> PendingMessageWithId | None:
         with self._lock:
             head = self._head(session_id)
             if head is not None and head.status == "processing":
@@ -107,8 +112,9 @@ class SlowWakeupEngine(MemoryEngine):
     def _wait_for_work(self, session_id: str, timeout_s: float, mark: object) -> None:
         time.sleep(timeout_s)
 
-    def _claim_next(self, session_id: str, consumer_id: str,
-                    lease_s: float) -> PendingMessageWithId | None:
+    def _claim_next(
+        self, session_id: str, consumer_id: str, lease_s: float
+    ) -> PendingMessageWithId | None:
         if int(time.monotonic() / 0.2) % 8:
             return None
         return super()._claim_next(session_id, consumer_id, lease_s)
@@ -119,8 +125,9 @@ class SecondsTimestampEngine(MemoryEngine):
 
     BREAKS: ClassVar[str] = "P10"
 
-    def _enqueue(self, session_id: str, content_session_id: str, message: PendingMessage,
-                 payload_json: str) -> EnqueueResult:
+    def _enqueue(
+        self, session_id: str, content_session_id: str, message: PendingMessage, payload_json: str
+    ) -> EnqueueResult:
         result = super()._enqueue(session_id, content_session_id, message, payload_json)
         row = self._rows[result.message_id]
         row.original_timestamp = row.original_timestamp // 1000 * 1000
@@ -152,9 +159,15 @@ class IgnoresStopEngine(MemoryEngine):
 
     BREAKS: ClassVar[str] = "P13"
 
-    def _iterate(self, sid: str, stop: Any, idle_timeout: float | None,
-                 on_idle_timeout: Callable[[], None] | None, lease_s: float,
-                 consumer_id: str) -> Iterator[PendingMessageWithId]:
+    def _iterate(
+        self,
+        sid: str,
+        stop: Any,
+        idle_timeout: float | None,
+        on_idle_timeout: Callable[[], None] | None,
+        lease_s: float,
+        consumer_id: str,
+    ) -> Iterator[PendingMessageWithId]:
         return super()._iterate(sid, None, idle_timeout, on_idle_timeout, lease_s, consumer_id)
 
 
@@ -163,13 +176,15 @@ class WritesBadInputEngine(MemoryEngine):
 
     BREAKS: ClassVar[str] = "P14"
 
-    def enqueue(self, session_id: Any, content_session_id: str,
-                message: PendingMessage) -> EnqueueResult:
+    def enqueue(
+        self, session_id: Any, content_session_id: str, message: PendingMessage
+    ) -> EnqueueResult:
         self._check_open()
         with self._lock:
             row_id = next(self._ids)
-            self._rows[row_id] = _Row(row_id, str(session_id), str(content_session_id), "observation",
-                                      None, "{}", 0, 0)
+            self._rows[row_id] = _Row(
+                row_id, str(session_id), str(content_session_id), "observation", None, "{}", 0, 0
+            )
         normalize_session_id(session_id)
         validate_content_session_id(content_session_id)
         payload_json = encode_message(message)
@@ -200,9 +215,18 @@ class CloseDoesNothingEngine(MemoryEngine):
 
 
 MEMORY_MUTANTS: tuple[type[MemoryEngine], ...] = (
-    LifoEngine, SecondConsumerEngine, NoDedupeEngine, ResetToBackEngine, NoStallRecoveryEngine,
-    NoFencingEngine, SlowWakeupEngine, SecondsTimestampEngine, OffByOneDepthEngine,
-    ClearAllEngine, IgnoresStopEngine, WritesBadInputEngine, UnboundedRetriesEngine,
+    LifoEngine,
+    SecondConsumerEngine,
+    NoDedupeEngine,
+    ResetToBackEngine,
+    NoStallRecoveryEngine,
+    NoFencingEngine,
+    SlowWakeupEngine,
+    SecondsTimestampEngine,
+    OffByOneDepthEngine,
+    ClearAllEngine,
+    IgnoresStopEngine,
+    WritesBadInputEngine,
+    UnboundedRetriesEngine,
     CloseDoesNothingEngine,
 )
-

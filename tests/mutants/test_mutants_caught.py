@@ -21,15 +21,29 @@ CORRECT = ["memory://", "sqlite://"]
 def run_suite(urls: list[str], results: Path, log: Path) -> int:
     """Run the conformance suite in a fresh interpreter, as a user would, on ``urls``."""
     package = resources.files("obsqueue.conformance")
-    argv = [sys.executable, "-m", "pytest", str(package.joinpath("suite")),
-            "-c", str(package.joinpath("pytest.ini")), "--rootdir", str(ROOT),
-            "-p", "tests.mutants.register", "-p", "no:cacheprovider", "-q",
-            "--obsqueue-results", str(results)]
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(package.joinpath("suite")),
+        "-c",
+        str(package.joinpath("pytest.ini")),
+        "--rootdir",
+        str(ROOT),
+        "-p",
+        "tests.mutants.register",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--obsqueue-results",
+        str(results),
+    ]
     for url in urls:
         argv += ["--obsqueue-engine", url]
     with log.open("w") as out:
-        return subprocess.run(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                              timeout=1500, check=False).returncode
+        return subprocess.run(
+            argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=1500, check=False
+        ).returncode
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +72,7 @@ def _render(table: dict[str, dict[str, Any]]) -> str:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("mutant", all_mutants(), ids=lambda c: scheme_for(c))
+@pytest.mark.parametrize("mutant", all_mutants(), ids=scheme_for)
 def test_mutant_fails_the_property_it_breaks(
     matrix: dict[str, dict[str, Any]], mutant: type
 ) -> None:
@@ -75,6 +89,9 @@ def test_correct_engines_pass_what_they_declare(
     matrix: dict[str, dict[str, Any]], label: str
 ) -> None:
     outcomes = {pid: r["outcome"] for pid, r in matrix[label].items()}
-    bad = {pid: matrix[label][pid]["reason"] for pid, o in outcomes.items()
-           if o not in ("pass", "unsupported")}
+    bad = {
+        pid: matrix[label][pid]["reason"]
+        for pid, o in outcomes.items()
+        if o not in ("pass", "unsupported")
+    }
     assert not bad, bad

@@ -38,46 +38,110 @@ class H:
         self._seq: dict[str, int] = defaultdict(int)
         self._ids = itertools.count(1)
 
-    def _op(self, p: str, f: str, phase: str, t: float, value: dict[str, Any],
-            op_id: int | None = None) -> int:
+    def _op(
+        self, p: str, f: str, phase: str, t: float, value: dict[str, Any], op_id: int | None = None
+    ) -> int:
         seq = self._seq[p]
         self._seq[p] += 1
-        self.ops.append(Op.from_json({"process": p, "seq": seq, "f": f, "phase": phase,
-                                      "time_ns": int((BASE_MS + t) * MS), "value": value,
-                                      "op_id": seq if op_id is None else op_id}))
+        self.ops.append(
+            Op.from_json(
+                {
+                    "process": p,
+                    "seq": seq,
+                    "f": f,
+                    "phase": phase,
+                    "time_ns": int((BASE_MS + t) * MS),
+                    "value": value,
+                    "op_id": seq if op_id is None else op_id,
+                }
+            )
+        )
         return seq
 
-    def call(self, p: str, f: str, t0: float, t1: float, value: dict[str, Any],
-             result: dict[str, Any] | None = None, outcome: str = "ok") -> None:
+    def call(
+        self,
+        p: str,
+        f: str,
+        t0: float,
+        t1: float,
+        value: dict[str, Any],
+        result: dict[str, Any] | None = None,
+        outcome: str = "ok",
+    ) -> None:
         """``outcome="none"``: the process died inside the call (no completion logged)."""
         op = self._op(p, f, "invoke", t0, value)
         if outcome != "none":
             self._op(p, f, outcome, t1, result or {}, op)
 
-    def enqueue(self, key: str, t0: float, t1: float | None = None, *, session: str = "s1",
-                outcome: str = "ok", duplicate: bool = False, p: str = "producer") -> None:
+    def enqueue(
+        self,
+        key: str,
+        t0: float,
+        t1: float | None = None,
+        *,
+        session: str = "s1",
+        outcome: str = "ok",
+        duplicate: bool = False,
+        p: str = "producer",
+    ) -> None:
         value = {"session": session, "key": key, "tool_use_id": None}
         result = {"message_id": next(self._ids), "duplicate": duplicate}
         self.call(p, "enqueue", t0, t0 + 1 if t1 is None else t1, value, result, outcome)
 
-    def deliver(self, key: str, t: float, *, session: str = "s1", attempt: int = 1,
-                lease_ms: float | None = 30_000, p: str = "consumer", token: int = 0,
-                lease_end: float | None = None) -> None:
+    def deliver(
+        self,
+        key: str,
+        t: float,
+        *,
+        session: str = "s1",
+        attempt: int = 1,
+        lease_ms: float | None = 30_000,
+        p: str = "consumer",
+        token: int = 0,
+        lease_end: float | None = None,
+    ) -> None:
         """The lease ends ``lease_ms`` after ``t``, or at ``lease_end`` if given."""
         if lease_end is not None:
             lease_ms = lease_end - t
         lease = None if lease_ms is None else int(BASE_MS + t + lease_ms)
-        op = self._op(p, "deliver", "invoke", t, {
-            "session": session, "key": key, "message_id": 0, "attempt": attempt,
-            "token": token, "lease_expires_at_ms": lease})
+        op = self._op(
+            p,
+            "deliver",
+            "invoke",
+            t,
+            {
+                "session": session,
+                "key": key,
+                "message_id": 0,
+                "attempt": attempt,
+                "token": token,
+                "lease_expires_at_ms": lease,
+            },
+        )
         self._op(p, "deliver", "ok", t, self.ops[-1].value, op)
 
-    def ack(self, key: str, t0: float, t1: float | None = None, *, session: str = "s1",
-            outcome: str = "ok", p: str = "consumer", f: str = "ack", **extra: Any) -> None:
+    def ack(
+        self,
+        key: str,
+        t0: float,
+        t1: float | None = None,
+        *,
+        session: str = "s1",
+        outcome: str = "ok",
+        p: str = "consumer",
+        f: str = "ack",
+        **extra: Any,
+    ) -> None:
         result = {"error": "StaleClaimError: stale"} if outcome == "fail" else {}
-        self.call(p, f, t0, t0 + 1 if t1 is None else t1,
-                  {"session": session, "key": key, "message_id": 0, "token": 0, **extra},
-                  result, outcome)
+        self.call(
+            p,
+            f,
+            t0,
+            t0 + 1 if t1 is None else t1,
+            {"session": session, "key": key, "message_id": 0, "token": 0, **extra},
+            result,
+            outcome,
+        )
 
     def flow(self, key: str, t: float, *, session: str = "s1", p: str = "consumer") -> None:
         """Enqueue at t, deliver at t+2, ack at t+3..t+4."""
@@ -123,8 +187,9 @@ def test_enqueued_and_never_seen_is_lost() -> None:
     assert nonzero(result) == {"lost": 1}
     assert result.anomalies() == {"lost": 1}
     assert not result.valid()
-    assert result.examples["lost"] == ["k1 (session s1): enqueue returned at 0.001s; never "
-                                       "delivered; not stored"]
+    assert result.examples["lost"] == [
+        "k1 (session s1): enqueue returned at 0.001s; never delivered; not stored"
+    ]
 
 
 def test_delivered_then_gone_without_any_ack_is_lost() -> None:
@@ -322,8 +387,9 @@ def test_a_later_message_delivered_while_an_earlier_one_is_pending_is_a_skip() -
     h.store("a", "pending")
     result = h.check()
     assert nonzero(result) == {"ok": 1, "unacked": 1, "skip": 1}
-    assert result.examples["skip"] == ["session s1: b delivered at 0.005s while a, enqueued "
-                                       "before it, was outstanding until never"]
+    assert result.examples["skip"] == [
+        "session s1: b delivered at 0.005s while a, enqueued before it, was outstanding until never"
+    ]
 
 
 def test_a_redelivery_after_a_later_message_is_non_monotonic() -> None:
@@ -341,7 +407,8 @@ def test_a_redelivery_after_a_later_message_is_non_monotonic() -> None:
     assert result.counts["non_monotonic"] == 1
     assert result.counts["skip"] == 1  # a was still outstanding when b came
     assert result.examples["non_monotonic"] == [
-        "session s1: a delivered at 0.020s after b at 0.010s, though enqueued before it"]
+        "session s1: a delivered at 0.020s after b at 0.010s, though enqueued before it"
+    ]
 
 
 def test_each_violating_pair_is_counted_once() -> None:
@@ -444,7 +511,8 @@ def test_two_holds_of_one_session_overlapping_are_concurrent() -> None:
     assert result.counts["concurrent"] == 1
     assert result.examples["concurrent"] == [
         "session s1: a held by c1 from 0.010s to 0.100s and b held by c2 from 0.050s to "
-        "0.090s overlap by 40.0 ms"]
+        "0.090s overlap by 40.0 ms"
+    ]
     assert h.check(tolerance_ms=40.5).counts["concurrent"] == 0
 
 
@@ -494,8 +562,14 @@ def test_an_extended_lease_keeps_the_hold() -> None:
     h.enqueue("a", 0)
     h.enqueue("b", 2)
     h.deliver("a", 10, lease_ms=50, p="c1")
-    h.call("c1", "extend", 40, 41, {"session": "s1", "key": "a", "message_id": 0, "token": 0},
-           {"lease_expires_at_ms": BASE_MS + 300})
+    h.call(
+        "c1",
+        "extend",
+        40,
+        41,
+        {"session": "s1", "key": "a", "message_id": 0, "token": 0},
+        {"lease_expires_at_ms": BASE_MS + 300},
+    )
     h.deliver("b", 100, p="c2")
     h.ack("b", 150, p="c2")
     assert h.check().counts["concurrent"] == 1
@@ -647,8 +721,11 @@ class FifoQueue:
         return row.lease_end_ms
 
     def reset(self, session: str | None) -> int:
-        rows = [r for r in self.rows.values()
-                if r.status == "processing" and session in (None, r.session)]
+        rows = [
+            r
+            for r in self.rows.values()
+            if r.status == "processing" and session in (None, r.session)
+        ]
         for r in rows:
             r.status, r.token = "pending", None
         return len(rows)
@@ -660,8 +737,10 @@ class FifoQueue:
         return len(gone)
 
     def final(self) -> list[dict[str, Any]]:
-        return [{"message_id": r.id, "session": r.session, "key": r.key, "status": r.status}
-                for r in self.rows.values()]
+        return [
+            {"message_id": r.id, "session": r.session, "key": r.key, "status": r.status}
+            for r in self.rows.values()
+        ]
 
 
 @dataclass(frozen=True)
@@ -772,8 +851,11 @@ class Sim:
         extra = {"retry": action == 10} if f == "fail" else {}
         op = w.invoke(f, {**value, **extra})
         yield
-        done = (self.q.ack(row.id, row.token) if f == "ack"
-                else self.q.fail(row.id, row.token, action == 10, self.now_ms))
+        done = (
+            self.q.ack(row.id, row.token)
+            if f == "ack"
+            else self.q.fail(row.id, row.token, action == 10, self.now_ms)
+        )
         yield
         if done:
             w.ok(op, f, {})
@@ -816,8 +898,15 @@ class Sim:
                     self.now_ns += 1_000
                     w.event("deliver", deliver_value(row))
                     self.now_ns += 1_000
-                    op = w.invoke("ack", {"session": session, "key": row.key,
-                                          "message_id": row.id, "token": row.token})
+                    op = w.invoke(
+                        "ack",
+                        {
+                            "session": session,
+                            "key": row.key,
+                            "message_id": row.id,
+                            "token": row.token,
+                        },
+                    )
                     assert self.q.ack(row.id, row.token)
                     self.now_ns += 1_000
                     w.ok(op, "ack", {})
@@ -825,8 +914,14 @@ class Sim:
 
 
 def deliver_value(row: Row) -> dict[str, Any]:
-    return {"session": row.session, "key": row.key, "message_id": row.id, "attempt": row.attempt,
-            "token": row.token, "lease_expires_at_ms": row.lease_end_ms}
+    return {
+        "session": row.session,
+        "key": row.key,
+        "message_id": row.id,
+        "attempt": row.attempt,
+        "token": row.token,
+        "lease_expires_at_ms": row.lease_end_ms,
+    }
 
 
 def scenarios(*, faults: bool) -> st.SearchStrategy[Scenario]:
@@ -851,8 +946,11 @@ def simulate(scenario: Scenario, schedule: list[int]) -> tuple[list[Op], list[di
         return Sim(scenario, schedule, Path(directory)).run()
 
 
-PROPERTY = settings(max_examples=120, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+PROPERTY = settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 
 @PROPERTY
@@ -863,8 +961,13 @@ def test_histories_of_a_correct_queue_always_check_valid(
     ops, final = simulate(scenario, schedule)
     result = check_history(ops, final, tolerance_ms=0)
     assert result.valid(), result.to_json()
-    assert result.counts["ok"] + result.counts["recovered"] + result.counts["unacked"] \
-        + result.counts["cleared"] == result.messages
+    assert (
+        result.counts["ok"]
+        + result.counts["recovered"]
+        + result.counts["unacked"]
+        + result.counts["cleared"]
+        == result.messages
+    )
 
 
 @PROPERTY
@@ -872,8 +975,9 @@ def test_histories_of_a_correct_queue_always_check_valid(
 def test_without_faults_every_message_is_ok(scenario: Scenario, schedule: list[int]) -> None:
     ops, final = simulate(scenario, schedule)
     result = check_history(ops, final, tolerance_ms=0)
-    enqueued = sum(1 for op in ops if op.f == "enqueue" and op.phase == "ok"
-                   and not op.value["duplicate"])
+    enqueued = sum(
+        1 for op in ops if op.f == "enqueue" and op.phase == "ok" and not op.value["duplicate"]
+    )
     assert result.counts["ok"] == enqueued, result.to_json()
     assert result.messages == enqueued + result.counts["recovered"]  # cut short by the end
     assert all(row["status"] == "dead" for row in final)
@@ -886,8 +990,11 @@ def acked_keys(ops: list[Op], final: list[dict[str, Any]]) -> list[str]:
     """Keys enqueued (not as duplicates), acked ok and gone: cleanly processed messages."""
     calls = pair(ops)
     stored = {row["key"] for row in final}
-    enqueued = {i.value["key"] for i, d in calls if i.f == "enqueue" and d.phase == "ok"
-                and not d.value["duplicate"]}
+    enqueued = {
+        i.value["key"]
+        for i, d in calls
+        if i.f == "enqueue" and d.phase == "ok" and not d.value["duplicate"]
+    }
     acked = {i.value["key"] for i, d in calls if i.f == "ack" and d.phase == "ok"}
     return sorted((enqueued & acked) - stored)
 
@@ -904,14 +1011,26 @@ def without_key(ops: list[Op], f: set[str], key: str) -> list[Op]:
 
 
 def extra_delivery(ops: list[Op], key: str, session: str, t: int, attempt: int) -> list[Op]:
-    value = {"session": session, "key": key, "message_id": 0, "attempt": attempt, "token": -1,
-             "lease_expires_at_ms": t // MS + 1000}
-    return [*ops, Op("ghost", 0, "deliver", "invoke", t, value, 0),
-            Op("ghost", 1, "deliver", "ok", t, value, 0)]
+    value = {
+        "session": session,
+        "key": key,
+        "message_id": 0,
+        "attempt": attempt,
+        "token": -1,
+        "lease_expires_at_ms": t // MS + 1000,
+    }
+    return [
+        *ops,
+        Op("ghost", 0, "deliver", "invoke", t, value, 0),
+        Op("ghost", 1, "deliver", "ok", t, value, 0),
+    ]
 
 
-MUTATION = settings(max_examples=60, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+MUTATION = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 
 @MUTATION
@@ -946,17 +1065,23 @@ def ordered_pairs(ops: list[Op], clean: set[str]) -> list[tuple[str, str]]:
     """(a, b) of one session, a's enqueue returned before b's was invoked, each delivered once,
     never failed, a delivered before b."""
     calls = pair(ops)
-    enq = {i.value["key"]: (i.value["session"], i.time_ns, d.time_ns) for i, d in calls
-           if i.f == "enqueue" and d.phase == "ok" and not d.value["duplicate"]}
+    enq = {
+        i.value["key"]: (i.value["session"], i.time_ns, d.time_ns)
+        for i, d in calls
+        if i.f == "enqueue" and d.phase == "ok" and not d.value["duplicate"]
+    }
     deliveries: dict[str, list[int]] = defaultdict(list)
     failed = {i.value["key"] for i, _ in calls if i.f == "fail"}
     for i, _ in calls:
         if i.f == "deliver":
             deliveries[i.value["key"]].append(i.time_ns)
     once = sorted(k for k in clean if len(deliveries[k]) == 1 and k not in failed)
-    return [(a, b) for a in once for b in once
-            if enq[a][0] == enq[b][0] and enq[a][2] < enq[b][1]
-            and deliveries[a][0] < deliveries[b][0]]
+    return [
+        (a, b)
+        for a in once
+        for b in once
+        if enq[a][0] == enq[b][0] and enq[a][2] < enq[b][1] and deliveries[a][0] < deliveries[b][0]
+    ]
 
 
 def swap_keys(ops: list[Op], a: str, b: str) -> list[Op]:
@@ -992,8 +1117,11 @@ def test_a_second_holder_of_a_session_is_caught_as_concurrent(
     scenario: Scenario, schedule: list[int], data: st.DataObject
 ) -> None:
     ops, final = simulate(scenario, schedule)
-    held = [i for i, _ in pair(ops) if i.f == "deliver"
-            and i.value["lease_expires_at_ms"] * MS > i.time_ns + 1]  # not logged past its lease
+    held = [
+        i
+        for i, _ in pair(ops)
+        if i.f == "deliver" and i.value["lease_expires_at_ms"] * MS > i.time_ns + 1
+    ]  # not logged past its lease
     assume(held)
     victim = data.draw(st.sampled_from(held))
     ghost = extra_delivery(ops, "ghost", victim.value["session"], victim.time_ns + 1, 1)

@@ -88,8 +88,16 @@ def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_builtin_schemes_are_registered() -> None:
     schemes = set(registered_engines())
-    assert {"memory", "sqlite", "postgresql", "redis", "rq+redis", "dramatiq+redis",
-            "huey+redis", "huey+sqlite"} <= schemes
+    assert {
+        "memory",
+        "sqlite",
+        "postgresql",
+        "redis",
+        "rq+redis",
+        "dramatiq+redis",
+        "huey+redis",
+        "huey+sqlite",
+    } <= schemes
 
 
 def test_incomplete_engine_fails_when_constructed() -> None:
@@ -130,7 +138,7 @@ def test_payload_encoding_is_compact_utf8_json() -> None:
 
 
 def test_oversized_payload_is_rejected() -> None:
-    with pytest.raises(InvalidMessageError, match="payload.*limit"):
+    with pytest.raises(InvalidMessageError, match=r"payload.*limit"):
         encode_message(PendingMessage("observation", None, "x" * (9 * 1024 * 1024)))
 
 

@@ -66,7 +66,9 @@ def test_call_logs_ok_with_what_the_body_adds(tmp_path: Path, writer: HistoryWri
     with writer.call("clear", {"session": "s1"}) as out:
         out["count"] = 3
     assert [(op.phase, op.value) for op in load_history(tmp_path)] == [
-        ("invoke", {"session": "s1"}), ("ok", {"count": 3})]
+        ("invoke", {"session": "s1"}),
+        ("ok", {"count": 3}),
+    ]
 
 
 def test_call_logs_fail_and_reraises(tmp_path: Path, writer: HistoryWriter) -> None:
@@ -104,11 +106,17 @@ def test_an_invoke_without_completion_gets_a_synthetic_info_at_the_end(
 def test_history_is_sorted_by_time_across_processes(tmp_path: Path) -> None:
     clock = iter([30, 10, 20, 40]).__next__
     a, b = HistoryWriter(tmp_path, "a", clock=clock), HistoryWriter(tmp_path, "b", clock=clock)
-    a.event("deliver", {"key": "x"})   # t=30
-    b.event("deliver", {"key": "y"})   # t=10
-    a.event("deliver", {"key": "z"})   # t=20
+    a.event("deliver", {"key": "x"})  # t=30
+    b.event("deliver", {"key": "y"})  # t=10
+    a.event("deliver", {"key": "z"})  # t=20
     assert [(op.time_ns, op.process) for op in load_history(tmp_path)] == [
-        (10, "b"), (10, "b"), (20, "a"), (20, "a"), (30, "a"), (30, "a")]
+        (10, "b"),
+        (10, "b"),
+        (20, "a"),
+        (20, "a"),
+        (30, "a"),
+        (30, "a"),
+    ]
 
 
 def test_torn_last_line_is_skipped(tmp_path: Path, writer: HistoryWriter) -> None:
@@ -142,7 +150,11 @@ def test_reopening_after_a_torn_write_truncates_and_continues(tmp_path: Path) ->
     assert new_op > open_op
     history = load_history(tmp_path)
     assert [(op.op_id, op.phase) for op in history] == [
-        (open_op, "invoke"), (new_op, "invoke"), (new_op, "ok"), (open_op, "info")]
+        (open_op, "invoke"),
+        (new_op, "invoke"),
+        (new_op, "ok"),
+        (open_op, "info"),
+    ]
 
 
 @pytest.mark.integration
@@ -240,8 +252,17 @@ def test_process_name_must_be_a_file_name(tmp_path: Path, name: str) -> None:
 
 
 def _op(phase: str, op_id: int, seq: int) -> Op:
-    return Op.from_json({"process": "p", "seq": seq, "f": "ack", "phase": phase, "time_ns": seq,
-                         "value": {}, "op_id": op_id})
+    return Op.from_json(
+        {
+            "process": "p",
+            "seq": seq,
+            "f": "ack",
+            "phase": phase,
+            "time_ns": seq,
+            "value": {},
+            "op_id": op_id,
+        }
+    )
 
 
 def test_a_completion_without_invoke_is_an_error() -> None:

@@ -105,9 +105,13 @@ class CheckResult:
         return not self.anomalies(allowed)
 
     def to_json(self) -> dict[str, Any]:
-        return {"valid": self.valid(), "messages": self.messages, "counts": dict(self.counts),
-                "anomalies": self.anomalies(), "examples": {k: list(v) for k, v in
-                                                            self.examples.items() if v}}
+        return {
+            "valid": self.valid(),
+            "messages": self.messages,
+            "counts": dict(self.counts),
+            "anomalies": self.anomalies(),
+            "examples": {k: list(v) for k, v in self.examples.items() if v},
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +167,9 @@ class _Message:
     @property
     def enqueued(self) -> _Call | None:
         """The first enqueue that returned ok and added this message."""
-        return next((c for c in self.enqueues
-                     if c.outcome == "ok" and not c.result.get("duplicate")), None)
+        return next(
+            (c for c in self.enqueues if c.outcome == "ok" and not c.result.get("duplicate")), None
+        )
 
     @property
     def session(self) -> str:
@@ -239,8 +244,9 @@ def check_history(
 
 def _calls(ops: list[Op]) -> list[_Call]:
     completions = {(op.process, op.op_id): op for op in ops if op.phase != "invoke"}
-    return [_Call(op, completions.get((op.process, op.op_id)))
-            for op in ops if op.phase == "invoke"]
+    return [
+        _Call(op, completions.get((op.process, op.op_id))) for op in ops if op.phase == "invoke"
+    ]
 
 
 def _key(value: dict[str, Any]) -> str:
@@ -275,9 +281,13 @@ def _delivery(call: _Call) -> _Delivery:
     lease = value.get("lease_expires_at_ms")
     attempt = value.get("attempt")
     return _Delivery(
-        process=call.invoke.process, session=str(value.get("session")), key=_key(value),
-        attempt=attempt if isinstance(attempt, int) else None, token=value.get("token"),
-        time_ns=call.start, lease_end_ns=lease * 1_000_000 if isinstance(lease, int) else None,
+        process=call.invoke.process,
+        session=str(value.get("session")),
+        key=_key(value),
+        attempt=attempt if isinstance(attempt, int) else None,
+        token=value.get("token"),
+        time_ns=call.start,
+        lease_end_ns=lease * 1_000_000 if isinstance(lease, int) else None,
     )
 
 
@@ -324,8 +334,7 @@ def _kind(m: _Message, index: _Index) -> str | None:
         return "unacked"
     if any(c.outcome == "info" for c in m.acks):
         return "ok"
-    if any(c.covers(m.session) and c.outcome != "fail" and c.end > enq.start
-           for c in index.clears):
+    if any(c.covers(m.session) and c.outcome != "fail" and c.end > enq.start for c in index.clears):
         return "cleared"
     return "lost"
 
@@ -336,11 +345,14 @@ def _describe(kind: str, m: _Message, tally: _Tally) -> str:
     if kind == "lost":
         enq = m.enqueued
         assert enq is not None
-        fate = ("never delivered" if not m.deliveries
-                else f"delivered {len(m.deliveries)}x, never acknowledged")
+        fate = (
+            "never delivered"
+            if not m.deliveries
+            else f"delivered {len(m.deliveries)}x, never acknowledged"
+        )
         return f"{where}: enqueue returned at {tally.at(enq.end)}; {fate}; not stored"
     if kind == "unexpected":
-        why = ("its enqueue returned duplicate=True" if m.enqueues else "no enqueue of it")
+        why = "its enqueue returned duplicate=True" if m.enqueues else "no enqueue of it"
         return f"{where}: {seen}, but {why}"
     if kind == "recovered":
         outcomes = sorted({c.outcome for c in m.enqueues})
@@ -354,15 +366,27 @@ def _flag_repeats(m: _Message, tally: _Tally) -> None:
     acked_at = m.first_ack_ok
     again = [d for d in m.deliveries if d.claim_bound_ns > acked_at]
     if again or (acked_at < _NEVER and m.stored):
-        what = (f"delivered again at {tally.at(again[0].time_ns)} (attempt {again[0].attempt}, "
-                f"{again[0].process})" if again else f"still stored as {m.statuses}")
-        tally.add("duplicated", lambda: f"{m.key} (session {m.session}): ack returned at "
-                                        f"{tally.at(acked_at)}, {what}")
+        what = (
+            f"delivered again at {tally.at(again[0].time_ns)} (attempt {again[0].attempt}, "
+            f"{again[0].process})"
+            if again
+            else f"still stored as {m.statuses}"
+        )
+        tally.add(
+            "duplicated",
+            lambda: f"{m.key} (session {m.session}): ack returned at {tally.at(acked_at)}, {what}",
+        )
     before = [d for d in m.deliveries if d.claim_bound_ns < acked_at]
     if len(before) > 1:
-        tally.add("redelivered", lambda: f"{m.key}: delivered {len(before)}x before an ack: "
-                  + ", ".join(f"attempt {d.attempt} to {d.process} at {tally.at(d.time_ns)}"
-                              for d in before))
+        tally.add(
+            "redelivered",
+            lambda: (
+                f"{m.key}: delivered {len(before)}x before an ack: "
+                + ", ".join(
+                    f"attempt {d.attempt} to {d.process} at {tally.at(d.time_ns)}" for d in before
+                )
+            ),
+        )
 
 
 # -- P1: per-session order -------------------------------------------------------------------
@@ -375,15 +399,31 @@ def _check_order(index: _Index, tally: _Tally) -> None:
             sessions[m.session].append(m)
     for messages in sessions.values():
         later = [m for m in messages if m.deliveries]
-        _count_pairs("skip", messages, lambda a: _removal(a, index), later, tally,
-                     lambda a, b: f"session {b.session}: {b.key} delivered at "
-                                  f"{tally.at(b.first_claim_bound)} while {a.key}, enqueued "
-                                  f"before it, was outstanding until "
-                                  f"{tally.at(_removal(a, index))}")
-        _count_pairs("non_monotonic", later, lambda a: a.last_claim_bound, later, tally,
-                     lambda a, b: f"session {b.session}: {a.key} delivered at "
-                                  f"{tally.at(a.last_claim_bound)} after {b.key} at "
-                                  f"{tally.at(b.first_claim_bound)}, though enqueued before it")
+        _count_pairs(
+            "skip",
+            messages,
+            lambda a: _removal(a, index),
+            later,
+            tally,
+            lambda a, b: (
+                f"session {b.session}: {b.key} delivered at "
+                f"{tally.at(b.first_claim_bound)} while {a.key}, enqueued "
+                f"before it, was outstanding until "
+                f"{tally.at(_removal(a, index))}"
+            ),
+        )
+        _count_pairs(
+            "non_monotonic",
+            later,
+            lambda a: a.last_claim_bound,
+            later,
+            tally,
+            lambda a, b: (
+                f"session {b.session}: {a.key} delivered at "
+                f"{tally.at(a.last_claim_bound)} after {b.key} at "
+                f"{tally.at(b.first_claim_bound)}, though enqueued before it"
+            ),
+        )
 
 
 def _removal(m: _Message, index: _Index) -> int:
@@ -392,8 +432,11 @@ def _removal(m: _Message, index: _Index) -> int:
     assert enq is not None
     times = [c.start for c in m.acks if c.outcome != "fail"]
     times += [c.start for c in m.fails if c.outcome != "fail" and not c.invoke.value.get("retry")]
-    times += [c.start for c in index.clears
-              if c.covers(m.session) and c.outcome != "fail" and c.end > enq.start]
+    times += [
+        c.start
+        for c in index.clears
+        if c.covers(m.session) and c.outcome != "fail" and c.end > enq.start
+    ]
     if "dead" in m.statuses:
         times.append(m.last_claim_bound)
     return min(times, default=_NEVER)
@@ -455,21 +498,25 @@ def _check_exclusive(index: _Index, tolerance_ns: int, tally: _Tally) -> None:
 def _overlap(a: tuple[int, int, _Delivery], b: tuple[int, int, _Delivery], tally: _Tally) -> str:
     (a_start, a_end, da), (b_start, b_end, db) = a, b
     overlap_ms = (min(a_end, b_end) - max(a_start, b_start)) / 1e6
-    return (f"session {db.session}: {da.key} held by {da.process} from {tally.at(a_start)} to "
-            f"{tally.at(a_end)} and {db.key} held by {db.process} from {tally.at(b_start)} to "
-            f"{tally.at(b_end)} overlap by {overlap_ms:.1f} ms")
+    return (
+        f"session {db.session}: {da.key} held by {da.process} from {tally.at(a_start)} to "
+        f"{tally.at(a_end)} and {db.key} held by {db.process} from {tally.at(b_start)} to "
+        f"{tally.at(b_end)} overlap by {overlap_ms:.1f} ms"
+    )
 
 
 def _hold_end(d: _Delivery, m: _Message, index: _Index) -> int:
     """When delivery ``d``'s hold surely ended (see the module docstring)."""
-    own = [c for c in (*m.acks, *m.fails) if c.invoke.process == d.process
-           and c.start >= d.time_ns]
+    own = [c for c in (*m.acks, *m.fails) if c.invoke.process == d.process and c.start >= d.time_ns]
     if d.lease_end_ns is None:
         lease_end = min((c.start for c in own), default=d.time_ns)
     else:
         lease_end = max([d.lease_end_ns, *_extended(d, m)])
-    resets = [max(c.start, d.time_ns) for c in index.resets
-              if c.covers(d.session) and c.outcome != "fail" and c.end > d.time_ns]
+    resets = [
+        max(c.start, d.time_ns)
+        for c in index.resets
+        if c.covers(d.session) and c.outcome != "fail" and c.end > d.time_ns
+    ]
     return min([lease_end, *(c.start for c in own), *resets])
 
 
@@ -477,8 +524,13 @@ def _extended(d: _Delivery, m: _Message) -> list[int]:
     ends = []
     for c in m.extends:
         lease = c.result.get("lease_expires_at_ms")
-        if (c.invoke.process == d.process and c.outcome == "ok" and c.start >= d.time_ns
-                and c.invoke.value.get("token") == d.token and isinstance(lease, int)):
+        if (
+            c.invoke.process == d.process
+            and c.outcome == "ok"
+            and c.start >= d.time_ns
+            and c.invoke.value.get("token") == d.token
+            and isinstance(lease, int)
+        ):
             ends.append(lease * 1_000_000)
     return ends
 
@@ -502,8 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     final = json.loads(args.final.read_text()) if args.final else []
     result = check_history(ops, final)
     allowed = frozenset(a for a in args.allow.split(",") if a)
-    sys.stdout.write(json.dumps({**result.to_json(), "valid": result.valid(allowed)}, indent=2)
-                     + "\n")
+    sys.stdout.write(
+        json.dumps({**result.to_json(), "valid": result.valid(allowed)}, indent=2) + "\n"
+    )
     return 0 if result.valid(allowed) else 1
 
 

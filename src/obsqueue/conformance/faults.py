@@ -36,9 +36,16 @@ class Child:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         with self.stderr_path.open("wb") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "obsqueue.conformance.workers",
-                 json.dumps({"role": role, **config})],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env,
+                [
+                    sys.executable,
+                    "-m",
+                    "obsqueue.conformance.workers",
+                    json.dumps({"role": role, **config}),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=env,
             )
         threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True).start()
 
@@ -61,14 +68,15 @@ class Child:
             try:
                 item = self._events.get(timeout=timeout_s)
             except queue.Empty:
-                raise ChildError(f"{self.name}: no {event!r} within {timeout_s} s{self._tail()}")
+                msg = f"{self.name}: no {event!r} within {timeout_s} s{self._tail()}"
+                raise ChildError(msg) from None
             if item is None:
                 raise ChildError(f"{self.name}: exited before {event!r}{self._tail()}")
             if item.get("event") == event:
                 return item
 
     def drain_events(self) -> list[dict[str, Any]]:
-        items = []
+        items: list[dict[str, Any]] = []
         while True:
             try:
                 item = self._events.get_nowait()
@@ -96,7 +104,8 @@ class Child:
         try:
             return self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            raise ChildError(f"{self.name}: still running after {timeout_s} s{self._tail()}")
+            msg = f"{self.name}: still running after {timeout_s} s{self._tail()}"
+            raise ChildError(msg) from None
 
     def _signal(self, sig: signal.Signals) -> None:
         if self.process.poll() is None:

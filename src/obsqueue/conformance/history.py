@@ -90,16 +90,29 @@ class Op:
     op_id: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"process": self.process, "seq": self.seq, "f": self.f, "phase": self.phase,
-                "time_ns": self.time_ns, "op_id": self.op_id, "value": self.value}
+        return {
+            "process": self.process,
+            "seq": self.seq,
+            "f": self.f,
+            "phase": self.phase,
+            "time_ns": self.time_ns,
+            "op_id": self.op_id,
+            "value": self.value,
+        }
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Op:
         """Parse one record, raising ``HistoryError`` on a missing or mistyped field."""
         try:
-            op = cls(str(doc["process"]), _as_int(doc["seq"]), str(doc["f"]),
-                     cast(Phase, doc["phase"]), _as_int(doc["time_ns"]), dict(doc["value"]),
-                     _as_int(doc["op_id"]))
+            op = cls(
+                str(doc["process"]),
+                _as_int(doc["seq"]),
+                str(doc["f"]),
+                cast(Phase, doc["phase"]),
+                _as_int(doc["time_ns"]),
+                dict(doc["value"]),
+                _as_int(doc["op_id"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise HistoryError(f"not a history record: {exc!r}: {doc!r:.200}") from exc
         if op.phase not in _PHASES:
@@ -168,7 +181,10 @@ class HistoryWriter:
             return self._write_locked(f, ["invoke", "ok"], value, None)
 
     def call(
-        self, f: str, value: Mapping[str, Any], *,
+        self,
+        f: str,
+        value: Mapping[str, Any],
+        *,
         unknown: tuple[type[BaseException], ...] = (),
     ) -> _Call:
         """Log a call around a ``with`` body: ok on success, fail on an exception (re-raised).
@@ -196,8 +212,10 @@ class HistoryWriter:
         with self._lock:
             expected = self._open_calls.get(op_id)
             if expected != f:
-                raise ValueError(f"op_id: {op_id} is not an open {f!r} call of {self.process}"
-                                 + (f" (it is {expected!r})" if expected else ""))
+                raise ValueError(
+                    f"op_id: {op_id} is not an open {f!r} call of {self.process}"
+                    + (f" (it is {expected!r})" if expected else "")
+                )
             self._write_locked(f, [phase], value, op_id)
             del self._open_calls[op_id]
 
@@ -210,8 +228,15 @@ class HistoryWriter:
         first = self._seq
         lines = []
         for i, phase in enumerate(phases):
-            op = Op(self.process, first + i, f, phase, now, dict(value),
-                    first if op_id is None else op_id)
+            op = Op(
+                self.process,
+                first + i,
+                f,
+                phase,
+                now,
+                dict(value),
+                first if op_id is None else op_id,
+            )
             lines.append(json.dumps(op.to_json(), separators=(",", ":")) + "\n")
         _write_all(self._fd, "".join(lines).encode())
         self._seq = first + len(phases)
@@ -222,7 +247,10 @@ class _Call:
     """The context manager behind ``HistoryWriter.call``."""
 
     def __init__(
-        self, writer: HistoryWriter, f: str, value: Mapping[str, Any],
+        self,
+        writer: HistoryWriter,
+        f: str,
+        value: Mapping[str, Any],
         unknown: tuple[type[BaseException], ...],
     ) -> None:
         self._writer, self._f, self._value, self._unknown = writer, f, value, unknown
@@ -252,7 +280,7 @@ def _check_name(f: str) -> None:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _prepare_for_append(path: Path) -> int:
@@ -317,8 +345,15 @@ def _synthetic_infos(
         invoke = invokes[ident]
         seq = next_seq[invoke.process]
         next_seq[invoke.process] = seq + 1
-        yield Op(invoke.process, seq, invoke.f, "info", INFO_TIME_NS,
-                 {"reason": "no completion recorded"}, invoke.op_id)
+        yield Op(
+            invoke.process,
+            seq,
+            invoke.f,
+            "info",
+            INFO_TIME_NS,
+            {"reason": "no completion recorded"},
+            invoke.op_id,
+        )
 
 
 def load_history(directory: Path) -> list[Op]:

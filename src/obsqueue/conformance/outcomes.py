@@ -20,8 +20,15 @@ from obsqueue.engines.base import ObservationQueueEngine
 from obsqueue.errors import redact_url
 from obsqueue.results import conformance_path, environment, write_results
 
-__all__ = ["Collector", "EngineRun", "TestRecord", "extra_key", "label_key", "record_key",
-           "property_outcome"]
+__all__ = [
+    "Collector",
+    "EngineRun",
+    "TestRecord",
+    "extra_key",
+    "label_key",
+    "record_key",
+    "property_outcome",
+]
 
 record_key = pytest.StashKey["Collector"]()
 label_key = pytest.StashKey[str]()
@@ -66,7 +73,8 @@ def property_outcome(records: list[TestRecord]) -> tuple[str, str]:
         partial = [r for r in records if r.outcome == "unsupported"]
         note = "; ".join(f"{r.name}: {r.reason}" for r in partial[:3])
         return "pass", f"{sum(r.outcome == 'pass' for r in records)} passed" + (
-            f" ({len(partial)} not applicable: {note})" if partial else "")
+            f" ({len(partial)} not applicable: {note})" if partial else ""
+        )
     deciding = [r for r in records if r.outcome == worst]
     return worst, "; ".join(f"{r.name}: {r.reason}"[:500] for r in deciding[:3])
 
@@ -78,8 +86,9 @@ class Collector:
         self.runs: dict[str, EngineRun] = {}
         self.seed: int | None = None
 
-    def engine(self, label: str, spec: Any, cls: type[ObservationQueueEngine],
-               server: Any) -> EngineRun:
+    def engine(
+        self, label: str, spec: Any, cls: type[ObservationQueueEngine], server: Any
+    ) -> EngineRun:
         if label not in self.runs:
             self.runs[label] = EngineRun(
                 label=label,
@@ -94,8 +103,9 @@ class Collector:
     def has_records(self) -> bool:
         return any(run.tests for run in self.runs.values())
 
-    def record(self, item: pytest.Item, properties: tuple[str, ...],
-               report: pytest.TestReport) -> None:
+    def record(
+        self, item: pytest.Item, properties: tuple[str, ...], report: pytest.TestReport
+    ) -> None:
         label = item.stash.get(label_key, None)
         if label is None or label not in self.runs:
             return
@@ -114,8 +124,13 @@ class Collector:
         ids = [p.id for p in PROPERTIES]
         width = max([len(label) for label in self.runs] + [6])
         lines = [f"{'engine':<{width}} " + " ".join(f"{i:>5}" for i in ids)]
-        short = {"pass": "pass", "fail": "FAIL", "unsupported": "unsup",
-                 "expected-fail": "xfail", "unknown": "unkn"}
+        short = {
+            "pass": "pass",
+            "fail": "FAIL",
+            "unsupported": "unsup",
+            "expected-fail": "xfail",
+            "unknown": "unkn",
+        }
         for label, run in self.runs.items():
             cells = [short[self.property_results(run)[i]["outcome"]] for i in ids]
             lines.append(f"{label:<{width}} " + " ".join(f"{c:>5}" for c in cells))
@@ -137,9 +152,14 @@ class Collector:
                     anomalies[key] = anomalies.get(key, 0) + count
                 timings.update({f"{r.name}.{k}": v for k, v in r.timings.items()})
             results[prop.id] = {
-                "id": prop.id, "title": prop.title, "capability": prop.capability.value,
-                "outcome": outcome, "reason": reason, "anomalies": anomalies,
-                "timings": timings, "tests": [r.name for r in records],
+                "id": prop.id,
+                "title": prop.title,
+                "capability": prop.capability.value,
+                "outcome": outcome,
+                "reason": reason,
+                "anomalies": anomalies,
+                "timings": timings,
+                "tests": [r.name for r in records],
             }
         return results
 
@@ -185,7 +205,7 @@ def _classify(report: pytest.TestReport) -> tuple[str | None, str]:
         reason = _skip_reason(report)
         for prefix in ("unsupported", "unknown"):
             if reason.startswith(f"{prefix}:"):
-                return prefix, reason[len(prefix) + 1:].strip()
+                return prefix, reason[len(prefix) + 1 :].strip()
         return "unknown", reason
     if report.failed:
         return "fail", _failure_reason(report)

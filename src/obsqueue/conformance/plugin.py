@@ -20,7 +20,7 @@ if set, else a throwaway instance. Tests that kill a server always start their o
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,16 +39,24 @@ REQUIRES_MARK = "requires"
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("obsqueue", "obsqueue conformance suite")
     group.addoption(
-        "--obsqueue-engine", action="append", default=[], metavar="URL",
+        "--obsqueue-engine",
+        action="append",
+        default=[],
+        metavar="URL",
         help="run the obsqueue conformance suite against this engine URL (repeatable); a "
-             "server URL without a host (e.g. postgresql://) gets a throwaway server",
+        "server URL without a host (e.g. postgresql://) gets a throwaway server",
     )
     group.addoption(
-        "--obsqueue-results", default=None, metavar="DIR",
+        "--obsqueue-results",
+        default=None,
+        metavar="DIR",
         help="where to write conformance-<engine>.json (default: reports/results)",
     )
     group.addoption(
-        "--obsqueue-seed", default=None, type=int, metavar="N",
+        "--obsqueue-seed",
+        default=None,
+        type=int,
+        metavar="N",
         help="seed for the random fault points (default: random, printed in the results)",
     )
 
@@ -67,8 +75,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     urls = metafunc.config.getoption("obsqueue_engine")
     if "obsqueue_engine_url" in metafunc.fixturenames and urls:
         labels = _labels(urls)
-        metafunc.parametrize("obsqueue_engine_url", urls, ids=labels, indirect=True,
-                             scope="session")
+        metafunc.parametrize(
+            "obsqueue_engine_url", urls, ids=labels, indirect=True, scope="session"
+        )
 
 
 def _labels(urls: list[str]) -> list[str]:
@@ -103,8 +112,10 @@ class EngineTarget:
 @pytest.fixture(scope="session")
 def obsqueue_engine_url(request: pytest.FixtureRequest) -> str:
     if not hasattr(request, "param"):
-        pytest.skip("unknown: no engine given: pass --obsqueue-engine URL, or override the "
-                    "obsqueue_engine_spec fixture")
+        pytest.skip(
+            "unknown: no engine given: pass --obsqueue-engine URL, or override the "
+            "obsqueue_engine_spec fixture"
+        )
     return str(request.param)
 
 
@@ -200,13 +211,18 @@ def _expect_loss_without_durable_server(request: pytest.FixtureRequest) -> None:
     except (pytest.FixtureLookupError, pytest.skip.Exception):
         return
     if target.server_durability != "durable":
-        request.applymarker(pytest.mark.xfail(
-            reason=f"server persistence profile {target.server_durability!r} is not the "
-                   "engine's durable configuration: kill -9 may lose acknowledged writes",
-            strict=False))
+        request.applymarker(
+            pytest.mark.xfail(
+                reason=f"server persistence profile {target.server_durability!r} is not the "
+                "engine's durable configuration: kill -9 may lose acknowledged writes",
+                strict=False,
+            )
+        )
 
 
-def _engine_run(request: pytest.FixtureRequest, spec: Any, cls: type[ObservationQueueEngine]) -> EngineRun:
+def _engine_run(
+    request: pytest.FixtureRequest, spec: Any, cls: type[ObservationQueueEngine]
+) -> EngineRun:
     collector = request.config.stash[record_key]
     try:
         target: EngineTarget | None = request.getfixturevalue("obsqueue_target")
@@ -237,15 +253,15 @@ def obsqueue_record(request: pytest.FixtureRequest) -> Recorder:
     return Recorder(request.node)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report: pytest.TestReport = outcome.get_result()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     marker = item.get_closest_marker(PROPERTY_MARK)
-    if marker is None:
-        return
-    collector = item.config.stash[record_key]
-    collector.record(item, marker.args, report)
+    if marker is not None:
+        item.config.stash[record_key].record(item, marker.args, report)
+    return report
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

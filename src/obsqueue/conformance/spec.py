@@ -90,7 +90,9 @@ def split_server_durability(url: str) -> tuple[str, str]:
     query = "&".join(kept)
     if query == parts.query:
         return url, durability
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{query}" if query else ""), durability
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" + (
+        f"?{query}" if query else ""
+    ), durability
 
 
 def needs_server(url: str) -> bool:

@@ -72,15 +72,17 @@ def produce(config: dict[str, Any]) -> None:
             key = f"{config['key_prefix']}-{session}-{i}"
             tool_use_id = f"toolu-{key}" if config.get("tool_use_ids", True) else None
             message = PendingMessage("observation", tool_use_id, {"key": key, "i": i})
-            op = history.invoke("enqueue", {"session": session, "key": key,
-                                            "tool_use_id": tool_use_id})
+            op = history.invoke(
+                "enqueue", {"session": session, "key": key, "tool_use_id": tool_use_id}
+            )
             try:
                 result = engine.enqueue(session, config.get("content_session", "cs"), message)
             except EngineUnavailableError:
                 time.sleep(0.1)  # outcome unknown: left without a completion
                 continue
-            history.ok(op, "enqueue", {"message_id": result.message_id,
-                                       "duplicate": result.duplicate})
+            history.ok(
+                op, "enqueue", {"message_id": result.message_id, "duplicate": result.duplicate}
+            )
         if interval_s:
             time.sleep(interval_s)
     emit("done")
@@ -129,8 +131,9 @@ def consume(config: dict[str, Any]) -> None:
     stop = threading.Event()
     stop_file = Path(config["stop_file"])
     threads = [
-        threading.Thread(target=_consume_session, args=(engine, history, s, config, stop),
-                         daemon=True)
+        threading.Thread(
+            target=_consume_session, args=(engine, history, s, config, stop), daemon=True
+        )
         for s in config["sessions"]
     ]
     for thread in threads:
@@ -175,12 +178,11 @@ def claim_and_hold(config: dict[str, Any]) -> None:
         command = line.strip()
         if command == "exit":
             break
-        action: Callable[[], None] = (
-            (lambda m=msg: engine.mark_processed(m)) if command == "ack"
-            else (lambda m=msg: engine.mark_failed(m, "held", retry=True))
-        )
         try:
-            action()
+            if command == "ack":
+                engine.mark_processed(msg)
+            else:
+                engine.mark_failed(msg, "held", retry=True)
         except StaleClaimError as exc:
             emit("result", outcome="StaleClaimError", detail=str(exc))
         else:

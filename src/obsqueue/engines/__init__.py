@@ -48,8 +48,8 @@ _BUILTIN: tuple[EngineEntry, ...] = (
     EngineEntry("rq+redis", "obsqueue.engines.rq:RqEngine", "rq"),
     EngineEntry("dramatiq+redis", "obsqueue.engines.dramatiq:DramatiqEngine", "dramatiq"),
     EngineEntry("dramatiq+amqp", "obsqueue.engines.dramatiq:DramatiqEngine", "dramatiq"),
-    EngineEntry("huey+redis", "obsqueue.engines.huey:HueyEngine", "huey"),
-    EngineEntry("huey+sqlite", "obsqueue.engines.huey:HueyEngine", "huey"),
+    EngineEntry("huey+redis", "obsqueue.engines.huey:HueyRedisEngine", "huey"),
+    EngineEntry("huey+sqlite", "obsqueue.engines.huey:HueySqliteEngine", "huey"),
 )
 
 
@@ -60,7 +60,9 @@ def register_engine(scheme: str, target: str) -> None:
     """Register ``scheme`` -> ``"module:Class"`` in this process (tests, notebooks, plugins that
     cannot ship an entry point). The conformance suite passes these on to its child processes."""
     if not scheme or "://" in scheme or ":" not in target:
-        raise InvalidMessageError("scheme", f"need a bare scheme and 'module:Class', got {scheme!r}")
+        raise InvalidMessageError(
+            "scheme", f"need a bare scheme and 'module:Class', got {scheme!r}"
+        )
     _RUNTIME[scheme.lower()] = EngineEntry(scheme.lower(), target, None, "registered at runtime")
 
 
@@ -103,7 +105,7 @@ def engine_class(url_or_scheme: str) -> type[ObservationQueueEngine]:
     except ImportError as exc:
         hint = f"pip install 'obsqueue[{entry.extra}]'" if entry.extra else f"install {module_name}"
         raise EngineUnavailableError(f"{scheme}:// needs: {hint} ({exc})") from exc
-    cls = getattr(module, class_name)
+    cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, ObservationQueueEngine)):
         raise EngineUnavailableError(f"{entry.target} is not an ObservationQueueEngine subclass")
     return cls

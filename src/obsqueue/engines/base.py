@@ -173,7 +173,9 @@ class EngineOptions:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
             raise InvalidMessageError("max_attempts", "must be an int of at least 1")
         if self.max_attempts < 1:
-            raise InvalidMessageError("max_attempts", f"must be at least 1, got {self.max_attempts}")
+            raise InvalidMessageError(
+                "max_attempts", f"must be at least 1, got {self.max_attempts}"
+            )
         ns = self.namespace
         if not isinstance(ns, str) or not ns.isidentifier() or not ns.isascii() or len(ns) > 40:
             raise InvalidMessageError(
@@ -192,11 +194,7 @@ def _require_non_negative(name: str, value: object) -> None:
 
 
 def _is_real(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _require_id_text(name: str, value: object) -> str:
@@ -381,7 +379,7 @@ class ObservationQueueEngine(abc.ABC):
     # ------------------------------------------------------------ wakeup (override to be fast)
 
     def _wakeup_mark(self, session_id: str) -> object:
-        """A token taken before a claim attempt; ``_wait_for_work`` returns early once it changes."""
+        """A token taken before a claim attempt; ``_wait_for_work`` returns once it changes."""
         return self._local_seq
 
     def _wait_for_work(self, session_id: str, timeout_s: float, mark: object) -> None:
@@ -492,7 +490,8 @@ class ObservationQueueEngine(abc.ABC):
 
     def mark_failed(self, msg: PendingMessageWithId, reason: str, retry: bool = True) -> None:
         """Give the message back: with ``retry`` it is re-queued at its place after a backoff,
-        until ``max_attempts`` deliveries; without, or past that, it is dead (kept, not delivered)."""
+        until ``max_attempts`` deliveries; without, or past that, it is dead (kept, not
+        delivered)."""
         self._check_open()
         self._require_delivered(msg)
         if not isinstance(reason, str):
@@ -591,4 +590,3 @@ class ObservationQueueEngine(abc.ABC):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<{type(self).__name__} {redact_url(self.url)} {state}>"
-

@@ -80,8 +80,14 @@ class MemoryEngine(ObservationQueueEngine):
                     ):
                         return EnqueueResult(row.id, duplicate=True)
             row = _Row(
-                next(self._ids), session_id, content_session_id, message.kind,
-                message.tool_use_id, payload_json, message.original_timestamp, now_ms(),
+                next(self._ids),
+                session_id,
+                content_session_id,
+                message.kind,
+                message.tool_use_id,
+                payload_json,
+                message.original_timestamp,
+                now_ms(),
             )
             self._rows[row.id] = row
             return EnqueueResult(row.id)
@@ -237,5 +243,3 @@ class MemoryEngine(ObservationQueueEngine):
     def _close(self) -> None:
         with self._lock:
             self._rows = {}
-
-

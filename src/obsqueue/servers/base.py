@@ -8,6 +8,7 @@ shared service.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import shutil
 import signal
@@ -53,7 +54,7 @@ class ServerHandle(abc.ABC):
 
     @abc.abstractmethod
     def start(self) -> None:
-        """Start the server process (again) on the same port and data directory; wait until ready."""
+        """Start the server (again) on the same port and data directory; wait until ready."""
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -126,10 +127,8 @@ def wait_for_port(
 
 def kill_pid(pid: int, sig: signal.Signals) -> None:
     """Signal one pid we started; a process that is already gone is fine."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def which_or_none(name: str, *extra_dirs: str) -> str | None:

@@ -48,12 +48,18 @@ class RedisServer(ServerHandle):
         assert self.workdir is not None
         args = [
             self.binary,
-            "--port", str(self.port),
-            "--bind", self.host,
-            "--dir", str(self.workdir),
-            "--daemonize", "no",
-            "--logfile", str(self.workdir / "redis.log"),
-            "--protected-mode", "no",
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--dir",
+            str(self.workdir),
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.workdir / "redis.log"),
+            "--protected-mode",
+            "no",
         ]
         for key, value in self.settings.items():
             args += [f"--{key}", value]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from obsqueue.conformance.checker import CheckResult, check_history
 from obsqueue.conformance.history import load_history
@@ -16,8 +17,18 @@ from obsqueue.engines.base import (
     RawMessage,
 )
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 __all__ = [
-    "CS", "check", "drain", "final_rows", "guarantee", "key_of", "keyed", "raw_keys", "wait_until",
+    "CS",
+    "check",
+    "drain",
+    "final_rows",
+    "guarantee",
+    "key_of",
+    "keyed",
+    "raw_keys",
+    "wait_until",
 ]
 
 #: The content session most tests enqueue under.
@@ -85,7 +96,7 @@ def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.05) -> bo
     return bool(predicate())
 
 
-def guarantee(property_id: str, *also: Any) -> Any:
+def guarantee(property_id: str, *also: Any) -> Callable[[F], F]:
     """Mark a test as checking ``property_id``, requiring its capability and ``also``."""
     import pytest
 
@@ -93,8 +104,8 @@ def guarantee(property_id: str, *also: Any) -> Any:
 
     prop = property_by_id(property_id)
 
-    def decorate(func: Any) -> Any:
+    def decorate(func: F) -> F:
         func = pytest.mark.requires(prop.capability, *also)(func)
-        return pytest.mark.obsqueue_property(property_id)(func)
+        return cast(F, pytest.mark.obsqueue_property(property_id)(func))
 
     return decorate

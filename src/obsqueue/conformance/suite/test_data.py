@@ -17,13 +17,21 @@ __all__ = ["TestClear", "TestDepth", "TestFidelity"]
 PAYLOADS: dict[str, Any] = {
     "unicode": {"text": "naïve café — 日本語 — עברית — 😀👩‍💻 — e\u0301", "k-\u00e9": "v"},
     "nesting": {"a": [{"b": [1, 2, {"c": None}]}, [], {}], "depth": [[[[[["deep"]]]]]]},
-    "numbers": {"int": 2**53 - 1, "neg": -17, "float": 0.1, "exp": 1e-300, "zero": 0.0,
-                "bool": True, "false": False, "null": None},
+    "numbers": {
+        "int": 2**53 - 1,
+        "neg": -17,
+        "float": 0.1,
+        "exp": 1e-300,
+        "zero": 0.0,
+        "bool": True,
+        "false": False,
+        "null": None,
+    },
     "one_mib": {"blob": "x" * (1024 * 1024)},
     "list_root": [1, "two", 3.5, None],
     "string_root": "just a string",
     "empty": {},
-    "control_chars": {"s": "tab\tnewline\nquote\"backslash\\ bell\u0007 nul-free"},
+    "control_chars": {"s": 'tab\tnewline\nquote"backslash\\ bell\u0007 nul-free'},
 }
 
 TIMESTAMPS = [0, 1, 1763800000123, 2**53 - 1]
@@ -66,14 +74,20 @@ class TestFidelity:
         """Given the engine closed and reopened, every payload and timestamp is unchanged."""
         names = sorted(PAYLOADS)
         for i, name in enumerate(names):
-            queue_engine.enqueue("s1", CS, PendingMessage("observation", None, PAYLOADS[name],
-                                                          TIMESTAMPS[i % len(TIMESTAMPS)]))
+            queue_engine.enqueue(
+                "s1",
+                CS,
+                PendingMessage(
+                    "observation", None, PAYLOADS[name], TIMESTAMPS[i % len(TIMESTAMPS)]
+                ),
+            )
         queue_engine.close()
         with obsqueue_engine_spec.open() as reopened:
             got = drain(reopened, "s1", len(names))
             assert [_exact(m.payload) for m in got] == [_exact(PAYLOADS[n]) for n in names]
             assert [m.original_timestamp for m in got] == [
-                TIMESTAMPS[i % len(TIMESTAMPS)] for i in range(len(names))]
+                TIMESTAMPS[i % len(TIMESTAMPS)] for i in range(len(names))
+            ]
 
 
 class TestDepth:
@@ -150,7 +164,8 @@ class TestClear:
         assert queue_engine.clear_pending_for_session("s1") == 4
         assert queue_engine.get_pending_count("s1") == 0
         assert sorted(key_of(m) for m in queue_engine.inspect_raw()) == [
-            f"s2-{i}" for i in range(4)]
+            f"s2-{i}" for i in range(4)
+        ]
         assert queue_engine.clear_pending_for_session("s1") == 0
 
     @guarantee("P12")

@@ -40,9 +40,7 @@ class TestDedupe:
         assert raw_keys(queue_engine) == ["a"]
 
     @guarantee("P3")
-    def test_key_is_free_again_after_processing(
-        self, queue_engine: ObservationQueueEngine
-    ) -> None:
+    def test_key_is_free_again_after_processing(self, queue_engine: ObservationQueueEngine) -> None:
         """Given t1 processed, a new enqueue of t1 is a new message."""
         first = queue_engine.enqueue("s1", CS, keyed("a", "t1"))
         msg = queue_engine.claim_next("s1")
@@ -95,15 +93,25 @@ class TestDedupe:
 
     @guarantee("P3", Capability.MULTI_PROCESS)
     def test_racing_processes_exactly_one_wins(
-        self, obsqueue_engine_spec: EngineSpec, queue_engine: ObservationQueueEngine,
+        self,
+        obsqueue_engine_spec: EngineSpec,
+        queue_engine: ObservationQueueEngine,
         tmp_path: Path,
     ) -> None:
         """Given 4 processes enqueueing the same key at the same instant, exactly one wins."""
         start_at = time.time() + 3.0
         children = [
-            start_child("enqueue_once", obsqueue_engine_spec, tmp_path / "h", f"racer-{i}",
-                        session="s1", content_session=CS, tool_use_id="t-race",
-                        key=f"r{i}", start_at=start_at)
+            start_child(
+                "enqueue_once",
+                obsqueue_engine_spec,
+                tmp_path / "h",
+                f"racer-{i}",
+                session="s1",
+                content_session=CS,
+                tool_use_id="t-race",
+                key=f"r{i}",
+                start_at=start_at,
+            )
             for i in range(4)
         ]
         try:

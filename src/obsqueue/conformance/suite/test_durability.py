@@ -28,14 +28,24 @@ __all__ = ["TestDurableEnqueue", "TestDurableProcessing"]
 class TestDurableEnqueue:
     @guarantee("P4", Capability.MULTI_PROCESS)
     def test_enqueues_survive_sigkill_of_the_producer(
-        self, obsqueue_engine_spec: EngineSpec, queue_engine: ObservationQueueEngine,
-        tmp_path: Path, obsqueue_record: Recorder,
+        self,
+        obsqueue_engine_spec: EngineSpec,
+        queue_engine: ObservationQueueEngine,
+        tmp_path: Path,
+        obsqueue_record: Recorder,
     ) -> None:
         """Given a producer process SIGKILLed at a random point mid-stream, every enqueue that
         returned is in the backend (read by the backdoor oracle), in order."""
         history = tmp_path / "history"
-        with start_child("produce", obsqueue_engine_spec, history, "producer-1",
-                         sessions=["s1", "s2"], count=5000, key_prefix="p") as producer:
+        with start_child(
+            "produce",
+            obsqueue_engine_spec,
+            history,
+            "producer-1",
+            sessions=["s1", "s2"],
+            count=5000,
+            key_prefix="p",
+        ) as producer:
             producer.expect("ready")
             time.sleep(random.uniform(0.3, 1.0))
             producer.sigkill()
@@ -63,8 +73,11 @@ class TestDurableProcessing:
 
     @guarantee("P5", Capability.MULTI_PROCESS, Capability.STARTUP_RECOVERY)
     def test_acks_survive_sigkill_of_the_consumer(
-        self, obsqueue_engine_spec: EngineSpec, queue_engine: ObservationQueueEngine,
-        tmp_path: Path, obsqueue_record: Recorder,
+        self,
+        obsqueue_engine_spec: EngineSpec,
+        queue_engine: ObservationQueueEngine,
+        tmp_path: Path,
+        obsqueue_record: Recorder,
     ) -> None:
         """Given a consumer process SIGKILLed mid-stream and a second one started after
         reset_processing_to_pending, no message acknowledged by the first is delivered again

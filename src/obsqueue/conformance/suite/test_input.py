@@ -35,28 +35,47 @@ BAD_ENQUEUES: list[tuple[str, tuple[Any, Any, Any], str]] = [
     ("tool_use_id_empty", ("s1", CS, PendingMessage("observation", "", {})), "tool_use_id"),
     ("tool_use_id_int", ("s1", CS, PendingMessage("observation", 7, {})), "tool_use_id"),  # type: ignore[arg-type]
     ("payload_set", ("s1", CS, PendingMessage("observation", None, {1, 2})), "payload"),
-    ("payload_nan", ("s1", CS, PendingMessage("observation", None, {"x": float("nan")})),
-     "payload"),
+    (
+        "payload_nan",
+        ("s1", CS, PendingMessage("observation", None, {"x": float("nan")})),
+        "payload",
+    ),
     ("payload_object", ("s1", CS, PendingMessage("observation", None, object())), "payload"),
     ("payload_int_keys", ("s1", CS, PendingMessage("observation", None, {1: "a"})), "payload"),
     ("payload_tuple", ("s1", CS, PendingMessage("observation", None, {"t": (1, 2)})), "payload"),
-    ("timestamp_negative", ("s1", CS, PendingMessage("observation", None, {}, -1)),
-     "original_timestamp"),
-    ("timestamp_float", ("s1", CS, PendingMessage("observation", None, {}, 1.5)),  # type: ignore[arg-type]
-     "original_timestamp"),
-    ("timestamp_str", ("s1", CS, PendingMessage("observation", None, {}, "now")),  # type: ignore[arg-type]
-     "original_timestamp"),
-    ("timestamp_bool", ("s1", CS, PendingMessage("observation", None, {}, True)),
-     "original_timestamp"),
+    (
+        "timestamp_negative",
+        ("s1", CS, PendingMessage("observation", None, {}, -1)),
+        "original_timestamp",
+    ),
+    (
+        "timestamp_float",
+        ("s1", CS, PendingMessage("observation", None, {}, 1.5)),  # type: ignore[arg-type]
+        "original_timestamp",
+    ),
+    (
+        "timestamp_str",
+        ("s1", CS, PendingMessage("observation", None, {}, "now")),  # type: ignore[arg-type]
+        "original_timestamp",
+    ),
+    (
+        "timestamp_bool",
+        ("s1", CS, PendingMessage("observation", None, {}, True)),
+        "original_timestamp",
+    ),
 ]
 
 
 class TestBadInput:
     @guarantee("P14")
-    @pytest.mark.parametrize(("case", "args", "field"), BAD_ENQUEUES,
-                             ids=[c[0] for c in BAD_ENQUEUES])
+    @pytest.mark.parametrize(
+        ("case", "args", "field"), BAD_ENQUEUES, ids=[c[0] for c in BAD_ENQUEUES]
+    )
     def test_bad_enqueue_names_the_field_and_writes_nothing(
-        self, queue_engine: ObservationQueueEngine, case: str, args: tuple[Any, Any, Any],
+        self,
+        queue_engine: ObservationQueueEngine,
+        case: str,
+        args: tuple[Any, Any, Any],
         field: str,
     ) -> None:
         """An invalid argument raises InvalidMessageError naming the field; nothing is stored
@@ -96,9 +115,11 @@ class TestBadInput:
         within the connect timeout plus a few seconds, with no password in the message."""
         if obsqueue_engine_spec.engine_class.server_kind is None:
             pytest.skip("unsupported: embedded engine: there is no server to be unreachable")
-        spec = EngineSpec(_unreachable(obsqueue_engine_spec.url),
-                          {**obsqueue_engine_spec.options, "connect_timeout_s": 2.0},
-                          obsqueue_engine_spec.registrations)
+        spec = EngineSpec(
+            _unreachable(obsqueue_engine_spec.url),
+            {**obsqueue_engine_spec.options, "connect_timeout_s": 2.0},
+            obsqueue_engine_spec.registrations,
+        )
         started = time.monotonic()
         with pytest.raises(EngineUnavailableError) as info:
             spec.open()
@@ -115,8 +136,9 @@ def _unreachable(url: str) -> str:
         port = sock.getsockname()[1]
     parts = urlsplit(url)
     user = parts.username or "obsq"
-    return urlunsplit((parts.scheme, f"{user}:s3cret@127.0.0.1:{port}", parts.path,
-                       parts.query, parts.fragment))
+    return urlunsplit(
+        (parts.scheme, f"{user}:s3cret@127.0.0.1:{port}", parts.path, parts.query, parts.fragment)
+    )
 
 
 OPERATIONS: dict[str, Callable[[ObservationQueueEngine], Any]] = {

@@ -77,12 +77,14 @@ def _machine(spec: EngineSpec) -> type[RuleBasedStateMachine]:
         @rule(session=SESSIONS)
         def clear(self, session: str) -> None:
             assert self.engine.clear_pending_for_session(
-                session) == self.model.clear_pending_for_session(session)
+                session
+            ) == self.model.clear_pending_for_session(session)
 
         @rule(session=st.one_of(st.none(), SESSIONS))
         def reset(self, session: str | None) -> None:
             assert self.engine.reset_processing_to_pending(
-                session) == self.model.reset_processing_to_pending(session)
+                session
+            ) == self.model.reset_processing_to_pending(session)
             self.held = {s: h for s, h in self.held.items() if session not in (None, s)}
 
         @invariant()
@@ -108,13 +110,24 @@ def _machine(spec: EngineSpec) -> type[RuleBasedStateMachine]:
 
 class TestModel:
     @pytest.mark.obsqueue_property("P1", "P3", "P11", "P12", "P15")
-    @pytest.mark.requires(Capability.FIFO, Capability.DEDUPE, Capability.DEPTH, Capability.CLEAR,
-                          Capability.BOUNDED_RETRIES, Capability.STARTUP_RECOVERY)
+    @pytest.mark.requires(
+        Capability.FIFO,
+        Capability.DEDUPE,
+        Capability.DEPTH,
+        Capability.CLEAR,
+        Capability.BOUNDED_RETRIES,
+        Capability.STARTUP_RECOVERY,
+    )
     def test_engine_answers_like_the_model(self, obsqueue_engine_spec: EngineSpec) -> None:
         """Random sequences of enqueue, claim, ack, fail, clear and reset give the same answers,
         counts and stored state on the engine as on the in-memory model."""
         run_state_machine_as_test(
             _machine(obsqueue_engine_spec),
-            settings=settings(max_examples=15, stateful_step_count=30, deadline=None,
-                              database=None, suppress_health_check=list(HealthCheck)),
+            settings=settings(
+                max_examples=15,
+                stateful_step_count=30,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            ),
         )

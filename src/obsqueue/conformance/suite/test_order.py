@@ -31,7 +31,7 @@ class TestFifo:
         self, queue_engine: ObservationQueueEngine
     ) -> None:
         """Given enqueues interleaved over three sessions, each session drains in its order."""
-        sessions = ["a", "b", 7]
+        sessions: list[str | int] = ["a", "b", 7]
         for i in range(15):
             for s in sessions:
                 queue_engine.enqueue(s, CS, keyed(f"{s}-{i}"))
@@ -43,7 +43,7 @@ class TestFifo:
     def test_retried_message_comes_before_later_ones(
         self, queue_engine: ObservationQueueEngine
     ) -> None:
-        """Given a head that failed with retry, the next delivery is that head, not its successor."""
+        """Given a head that failed with retry, the next delivery is that head, not the next one."""
         for key in ("first", "second"):
             queue_engine.enqueue("s1", CS, keyed(key))
         head = drain(queue_engine, "s1", 1, ack=False)[0]
@@ -54,7 +54,9 @@ class TestFifo:
 
     @guarantee("P1", Capability.MULTI_PROCESS)
     def test_producer_and_consumer_processes_keep_order(
-        self, obsqueue_engine_spec: EngineSpec, queue_engine: ObservationQueueEngine,
+        self,
+        obsqueue_engine_spec: EngineSpec,
+        queue_engine: ObservationQueueEngine,
         tmp_path: Path,
     ) -> None:
         """Given a producer process and a consumer process per pair of sessions running at once,
@@ -62,10 +64,25 @@ class TestFifo:
         history = tmp_path / "history"
         stop_file = tmp_path / "stop"
         sessions = ["s1", "s2", "s3"]
-        with start_child("consume", obsqueue_engine_spec, history, "consumer-1",
-                         sessions=sessions, stop_file=str(stop_file)) as consumer, \
-             start_child("produce", obsqueue_engine_spec, history, "producer-1",
-                         sessions=sessions, count=40, key_prefix="p1") as producer:
+        with (
+            start_child(
+                "consume",
+                obsqueue_engine_spec,
+                history,
+                "consumer-1",
+                sessions=sessions,
+                stop_file=str(stop_file),
+            ) as consumer,
+            start_child(
+                "produce",
+                obsqueue_engine_spec,
+                history,
+                "producer-1",
+                sessions=sessions,
+                count=40,
+                key_prefix="p1",
+            ) as producer,
+        ):
             consumer.expect("ready")
             producer.expect("done", timeout_s=60)
             drained = _wait_empty(queue_engine, timeout_s=30)
@@ -151,7 +168,9 @@ class TestExclusiveSession:
 
     @guarantee("P2", Capability.MULTI_PROCESS)
     def test_two_consumer_processes_never_hold_one_session_together(
-        self, obsqueue_engine_spec: EngineSpec, queue_engine: ObservationQueueEngine,
+        self,
+        obsqueue_engine_spec: EngineSpec,
+        queue_engine: ObservationQueueEngine,
         tmp_path: Path,
     ) -> None:
         """Given two consumer processes on the same two sessions, the history shows no overlap
@@ -164,8 +183,10 @@ class TestExclusiveSession:
                 queue_engine.enqueue(s, CS, keyed(f"{s}-{i}"))
         _log_preloaded(history, queue_engine)
         config = {"sessions": sessions, "stop_file": str(stop_file), "process_ms": 5}
-        with start_child("consume", obsqueue_engine_spec, history, "consumer-1", **config) as c1, \
-             start_child("consume", obsqueue_engine_spec, history, "consumer-2", **config) as c2:
+        with (
+            start_child("consume", obsqueue_engine_spec, history, "consumer-1", **config) as c1,
+            start_child("consume", obsqueue_engine_spec, history, "consumer-2", **config) as c2,
+        ):
             c1.expect("ready")
             c2.expect("ready")
             drained = _wait_empty(queue_engine, timeout_s=60)
@@ -185,7 +206,8 @@ def _log_preloaded(history: Path, engine: ObservationQueueEngine) -> None:
 
     writer = HistoryWriter(history, "preload")
     for m in engine.inspect_raw():
-        op = writer.invoke("enqueue", {"session": m.session_id, "key": key_of(m),
-                                       "tool_use_id": m.tool_use_id})
+        op = writer.invoke(
+            "enqueue", {"session": m.session_id, "key": key_of(m), "tool_use_id": m.tool_use_id}
+        )
         writer.ok(op, "enqueue", {"message_id": m.id, "duplicate": False})
     writer.close()

@@ -61,15 +61,23 @@ class TestStartupRecovery:
 
     @guarantee("P6", Capability.MULTI_PROCESS)
     def test_reset_after_consumer_sigkill_keeps_order(
-        self, obsqueue_engine_spec: EngineSpec, queue_engine: ObservationQueueEngine,
+        self,
+        obsqueue_engine_spec: EngineSpec,
+        queue_engine: ObservationQueueEngine,
         tmp_path: Path,
     ) -> None:
         """Given a consumer process killed while holding the head, a reset at startup returns
         it, and the session drains in enqueue order."""
         for i in range(5):
             queue_engine.enqueue("s1", CS, keyed(f"m{i}"))
-        with start_child("claim_and_hold", obsqueue_engine_spec, tmp_path / "h", "holder",
-                         session="s1", lease_s=300) as holder:
+        with start_child(
+            "claim_and_hold",
+            obsqueue_engine_spec,
+            tmp_path / "h",
+            "holder",
+            session="s1",
+            lease_s=300,
+        ) as holder:
             claimed = holder.expect("claimed")
             holder.sigkill()
         assert claimed["key"] == "m0"
@@ -109,15 +117,23 @@ class TestStallRecovery:
 
     @guarantee("P7", Capability.MULTI_PROCESS)
     def test_message_of_killed_consumer_comes_back_after_lease(
-        self, obsqueue_engine_spec: EngineSpec, queue_engine: ObservationQueueEngine,
+        self,
+        obsqueue_engine_spec: EngineSpec,
+        queue_engine: ObservationQueueEngine,
         tmp_path: Path,
     ) -> None:
         """Given a consumer process SIGKILLed holding the head, another consumer gets it after
         the lease with attempt 2, then the rest in order."""
         for i in range(3):
             queue_engine.enqueue("s1", CS, keyed(f"m{i}"))
-        with start_child("claim_and_hold", obsqueue_engine_spec, tmp_path / "h", "holder",
-                         session="s1", lease_s=LEASE_S) as holder:
+        with start_child(
+            "claim_and_hold",
+            obsqueue_engine_spec,
+            tmp_path / "h",
+            "holder",
+            session="s1",
+            lease_s=LEASE_S,
+        ) as holder:
             holder.expect("claimed")
             holder.sigkill()
         got = drain(queue_engine, "s1", 3, timeout_s=LEASE_S + 15)
@@ -161,14 +177,22 @@ class TestFencing:
 
     @guarantee("P8", Capability.MULTI_PROCESS, Capability.STALL_RECOVERY)
     def test_frozen_consumer_is_fenced_when_it_wakes(
-        self, obsqueue_engine_spec: EngineSpec, queue_engine: ObservationQueueEngine,
+        self,
+        obsqueue_engine_spec: EngineSpec,
+        queue_engine: ObservationQueueEngine,
         tmp_path: Path,
     ) -> None:
         """Given a consumer process SIGSTOPped past its lease while another took the message
         over, the frozen one's ack after SIGCONT raises StaleClaimError in that process."""
         queue_engine.enqueue("s1", CS, keyed("a"))
-        with start_child("claim_and_hold", obsqueue_engine_spec, tmp_path / "h", "frozen",
-                         session="s1", lease_s=LEASE_S) as frozen:
+        with start_child(
+            "claim_and_hold",
+            obsqueue_engine_spec,
+            tmp_path / "h",
+            "frozen",
+            session="s1",
+            lease_s=LEASE_S,
+        ) as frozen:
             frozen.expect("claimed")
             frozen.sigstop()
             new = drain(queue_engine, "s1", 1, ack=False, timeout_s=LEASE_S + 15)[0]

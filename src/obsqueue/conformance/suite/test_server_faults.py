@@ -42,8 +42,11 @@ def owned_server(
         server = provision(kind, owned=True, durability=profile)
     except (ObsqueueError, OSError, ValueError) as exc:
         pytest.skip(f"unknown: cannot start a throwaway {kind} server: {exc}")
-    spec = EngineSpec(with_server_url(obsqueue_engine_spec.url, server.url),
-                      obsqueue_engine_spec.options, obsqueue_engine_spec.registrations)
+    spec = EngineSpec(
+        with_server_url(obsqueue_engine_spec.url, server.url),
+        obsqueue_engine_spec.options,
+        obsqueue_engine_spec.registrations,
+    )
     try:
         yield spec, server
     finally:
@@ -54,7 +57,9 @@ class TestServerCrash:
     @pytest.mark.obsqueue_property("P4", "P5")
     @pytest.mark.requires(Capability.SERVER_CRASH_DURABLE, Capability.MULTI_PROCESS)
     def test_kill9_of_the_server_mid_traffic_loses_and_repeats_nothing(
-        self, owned_server: tuple[EngineSpec, ServerHandle], tmp_path: Path,
+        self,
+        owned_server: tuple[EngineSpec, ServerHandle],
+        tmp_path: Path,
         obsqueue_record: Recorder,
     ) -> None:
         """Given a producer and a consumer process running, the server is killed with SIGKILL
@@ -63,10 +68,27 @@ class TestServerCrash:
         spec, server = owned_server
         history = tmp_path / "history"
         sessions = ["s1", "s2", "s3"]
-        with start_child("consume", spec, history, "consumer", sessions=sessions,
-                         stop_file=str(tmp_path / "stop"), process_ms=2) as consumer, \
-             start_child("produce", spec, history, "producer", sessions=sessions, count=150,
-                         key_prefix="p", interval_s=0.01) as producer:
+        with (
+            start_child(
+                "consume",
+                spec,
+                history,
+                "consumer",
+                sessions=sessions,
+                stop_file=str(tmp_path / "stop"),
+                process_ms=2,
+            ) as consumer,
+            start_child(
+                "produce",
+                spec,
+                history,
+                "producer",
+                sessions=sessions,
+                count=150,
+                key_prefix="p",
+                interval_s=0.01,
+            ) as producer,
+        ):
             consumer.expect("ready")
             producer.expect("ready")
             time.sleep(random.uniform(0.5, 1.5))
@@ -97,28 +119,39 @@ class TestServerCrash:
         names = sorted(PAYLOADS)
         with spec.open() as engine:
             for i, name in enumerate(names):
-                engine.enqueue("s1", CS, PendingMessage("observation", None, PAYLOADS[name],
-                                                        1763800000000 + i))
+                engine.enqueue(
+                    "s1", CS, PendingMessage("observation", None, PAYLOADS[name], 1763800000000 + i)
+                )
         server.kill9()
         server.start()
         with spec.open() as engine:
             got = drain(engine, "s1", len(names), timeout_s=30)
             assert [_exact(m.payload) for m in got] == [_exact(PAYLOADS[n]) for n in names]
             assert [m.original_timestamp for m in got] == [
-                1763800000000 + i for i in range(len(names))]
+                1763800000000 + i for i in range(len(names))
+            ]
             engine.destroy()
 
     @pytest.mark.obsqueue_property("P9")
     @pytest.mark.requires(Capability.MULTI_PROCESS)
     def test_blocked_consumer_survives_its_connection_dropping(
-        self, owned_server: tuple[EngineSpec, ServerHandle], tmp_path: Path,
+        self,
+        owned_server: tuple[EngineSpec, ServerHandle],
+        tmp_path: Path,
         obsqueue_record: Recorder,
     ) -> None:
         """Given a consumer process blocked in the iterator when the server restarts under it,
         a message enqueued after the restart still reaches it."""
         spec, server = owned_server
-        with start_child("consume", spec, tmp_path / "h", "consumer", sessions=["s1"],
-                         stop_file=str(tmp_path / "stop"), announce=True) as consumer:
+        with start_child(
+            "consume",
+            spec,
+            tmp_path / "h",
+            "consumer",
+            sessions=["s1"],
+            stop_file=str(tmp_path / "stop"),
+            announce=True,
+        ) as consumer:
             consumer.expect("ready")
             time.sleep(0.3)
             server.kill9()

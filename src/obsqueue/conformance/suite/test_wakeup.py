@@ -38,15 +38,24 @@ def _record(obsqueue_record: Recorder, latencies_s: list[float]) -> tuple[float,
 class TestWakeup:
     @guarantee("P9", Capability.MULTI_PROCESS)
     def test_consumer_in_another_process_wakes_fast(
-        self, obsqueue_engine_spec: EngineSpec, queue_engine: ObservationQueueEngine,
-        tmp_path: Path, obsqueue_record: Recorder,
+        self,
+        obsqueue_engine_spec: EngineSpec,
+        queue_engine: ObservationQueueEngine,
+        tmp_path: Path,
+        obsqueue_record: Recorder,
     ) -> None:
         """Given a consumer process blocked in the iterator on an idle queue, each new message
         reaches it fast: p99 below 1 s from enqueue to delivery (p50/p99 go to the results)."""
         latencies: list[float] = []
-        with start_child("consume", obsqueue_engine_spec, tmp_path / "h", "consumer",
-                         sessions=["s1"], stop_file=str(tmp_path / "stop"),
-                         announce=True) as consumer:
+        with start_child(
+            "consume",
+            obsqueue_engine_spec,
+            tmp_path / "h",
+            "consumer",
+            sessions=["s1"],
+            stop_file=str(tmp_path / "stop"),
+            announce=True,
+        ) as consumer:
             consumer.expect("ready")
             time.sleep(0.5)
             for i in range(SAMPLES):
@@ -142,8 +151,11 @@ class TestStopAndIdle:
         0.5 s, and the iterator ends."""
         calls: list[float] = []
         started = time.monotonic()
-        delivered = list(queue_engine.create_iterator(
-            "s1", idle_timeout=0.5, on_idle_timeout=lambda: calls.append(time.monotonic())))
+        delivered = list(
+            queue_engine.create_iterator(
+                "s1", idle_timeout=0.5, on_idle_timeout=lambda: calls.append(time.monotonic())
+            )
+        )
         assert delivered == []
         assert len(calls) == 1
         waited = calls[0] - started
