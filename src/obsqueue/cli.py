@@ -1,4 +1,4 @@
-"""``obsqueue`` — the command line: list engines, run the conformance suite.
+"""``obsqueue`` — the command line: list engines, run the conformance suite, benchmark.
 
 The CLI sits on top of everything and is, with the pytest plugin, the only place that reads the
 environment (``OBSQUEUE_POSTGRES_URL``, ``OBSQUEUE_REDIS_URL``, ``OBSQUEUE_AMQP_URL``).
@@ -70,7 +70,48 @@ def _parser() -> argparse.ArgumentParser:
     conf.add_argument(
         "-q", "--quiet", action="store_true", help="one character per test instead of one line"
     )
+    bench = commands.add_parser(
+        "bench",
+        help="run a benchmark workload on engine URLs and write results JSON",
+        description="Run a benchmark workload on each engine URL, beside the raw backend doing "
+        "the same work in the same run, and write reports/results/bench-<engine>-<workload>.json. "
+        "Workloads: drain (one session preloaded with --messages messages, drained by one "
+        "consumer: enqueue/s, drained/s, service-time percentiles).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument("workload", choices=["drain"], help="the workload to run")
+    bench.add_argument("urls", nargs="+", metavar="URL", help="engine URLs (see below)")
+    bench.add_argument(
+        "--messages", type=int, default=2000, help="messages per run (default: %(default)s)"
+    )
+    bench.add_argument(
+        "--payload-bytes", type=int, default=256, help="payload size (default: %(default)s)"
+    )
+    bench.add_argument(
+        "--results",
+        type=Path,
+        default=Path("reports/results"),
+        help="directory for results JSON (default: %(default)s)",
+    )
     return parser
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from obsqueue.benchmarks.drain import DrainWorkload
+    from obsqueue.benchmarks.runner import run_drain_benchmarks
+    from obsqueue.servers import ENV_VARS
+
+    workload = DrainWorkload(messages=args.messages, payload_bytes=args.payload_bytes)
+    env_urls = {var: os.environ[var] for var in ENV_VARS.values() if os.environ.get(var)}
+    run_drain_benchmarks(
+        args.urls,
+        workload,
+        args.results,
+        env_urls=env_urls,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    return 0
 
 
 def cmd_engines() -> int:
@@ -147,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "engines":
             return cmd_engines()
+        if args.command == "bench":
+            return cmd_bench(args)
         return cmd_conformance(args)
     except ObsqueueError as exc:
         print(f"obsqueue: {exc}", file=sys.stderr)

@@ -37,6 +37,9 @@ def run_suite(urls: list[str], results: Path, log: Path) -> int:
         "-q",
         "--obsqueue-results",
         str(results),
+        "--obsqueue-test-timeout",
+        "60",
+        "--durations=20",
     ]
     for url in urls:
         argv += ["--obsqueue-engine", url]

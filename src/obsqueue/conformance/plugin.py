@@ -34,6 +34,7 @@ __all__ = ["EngineTarget", "Recorder"]
 
 PROPERTY_MARK = "obsqueue_property"
 REQUIRES_MARK = "requires"
+DEFAULT_TEST_TIMEOUT_S = 120.0
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,6 +54,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where to write conformance-<engine>.json (default: reports/results)",
     )
     group.addoption(
+        "--obsqueue-test-timeout",
+        default=DEFAULT_TEST_TIMEOUT_S,
+        type=float,
+        metavar="S",
+        help="fail a suite test that runs longer than this (an engine whose iterator ignores "
+        "stop would otherwise hang the run; needs pytest-timeout; default: %(default)s)",
+    )
+    group.addoption(
         "--obsqueue-seed",
         default=None,
         type=int,
@@ -69,6 +78,16 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", f"{REQUIRES_MARK}(*capabilities): capabilities the engine must declare"
     )
     config.stash[record_key] = Collector()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every suite test a hard time limit (SIGALRM in the main thread), unless it has one."""
+    seconds = config.getoption("obsqueue_test_timeout")
+    if not seconds or not config.pluginmanager.hasplugin("timeout"):
+        return
+    for item in items:
+        if item.get_closest_marker(PROPERTY_MARK) and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(seconds, method="signal"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -12,15 +12,15 @@ from importlib import resources
 
 __all__ = ["load_queries", "parse_queries"]
 
-_HEADER = re.compile(r"^--\s*([a-z_][a-z0-9_]*)\s*--\s*$", re.MULTILINE)
+_HEADER = re.compile(r"^--[ \t]*([a-z_][a-z0-9_]*)[ \t]*--[ \t\r]*$", re.MULTILINE)
 
 
 def parse_queries(text: str) -> dict[str, str]:
     """Split ``text`` into ``{name: query}``; text before the first header is ignored."""
     matches = list(_HEADER.finditer(text))
     queries: dict[str, str] = {}
-    for match, following in zip(matches, [*matches[1:], None], strict=True):
-        end = following.start() if following is not None else len(text)
+    ends = [m.start() for m in matches[1:]] + [len(text)] * bool(matches)
+    for match, end in zip(matches, ends, strict=True):
         name = match.group(1)
         if name in queries:
             raise ValueError(f"SQL section {name!r} appears twice")
@@ -29,7 +29,7 @@ def parse_queries(text: str) -> dict[str, str]:
 
 
 @cache
-def load_queries(filename: str) -> dict[str, str]:
-    """The sections of ``obsqueue/engines/sql/<filename>``, parsed once per process."""
-    text = resources.files("obsqueue.engines").joinpath("sql", filename).read_text("utf-8")
+def load_queries(filename: str, package: str = "obsqueue.engines") -> dict[str, str]:
+    """The sections of ``<package>/sql/<filename>``, parsed once per process."""
+    text = resources.files(package).joinpath("sql", filename).read_text("utf-8")
     return parse_queries(text)
