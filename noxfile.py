@@ -54,3 +54,10 @@ def conformance(session: nox.Session) -> None:
     install(session)
     session.run("obsqueue", "engines")
     session.run("obsqueue", "conformance", *(session.posargs or ENGINES))
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The drain benchmark on the given engine URLs (default: every engine), beside raw loops."""
+    install(session)
+    session.run("obsqueue", "bench", "drain", *(session.posargs or ENGINES))

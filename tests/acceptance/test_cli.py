@@ -70,3 +70,24 @@ def test_conformance_writes_results_and_prints_the_matrix(tmp_path: Path) -> Non
     wakeup = next(p for p in sqlite["properties"] if p["id"] == "P9")
     assert any(k.endswith("wakeup_p99_s") for k in wakeup["timings"])
     assert not (tmp_path / "reports").exists() or (tmp_path / "results").exists()
+
+
+@pytest.mark.acceptance
+def test_bench_drain_shows_progress_and_writes_results(tmp_path: Path) -> None:
+    """`obsqueue bench drain sqlite://` reports progress on stderr and writes its JSON."""
+    out = obsqueue(
+        "bench", "drain", "sqlite://", "--messages", "300", "--results", "res", cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "drained 300/300" in out.stderr
+    assert "x the raw reference" in out.stderr
+    doc = read_results(tmp_path / "res" / "bench-sqlite-drain.json", "benchmark")
+    assert doc["workload"]["messages"] == 300
+    assert doc["figures"]["drained_per_s"] > 0
+
+
+def test_bench_refuses_a_bad_message_count(tmp_path: Path) -> None:
+    out = obsqueue("bench", "drain", "memory://", "--messages", "0", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "messages" in out.stderr
+    assert not (tmp_path / "reports").exists()

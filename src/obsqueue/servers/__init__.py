@@ -24,7 +24,6 @@ ENV_VARS = {
 _THROWAWAY = {
     "postgres": ("obsqueue.servers.postgres", "throwaway_postgres", "external_postgres"),
     "redis": ("obsqueue.servers.redis", "throwaway_redis", "external_redis"),
-    "rabbitmq": ("obsqueue.servers.rabbitmq", "throwaway_rabbitmq", "external_rabbitmq"),
 }
 
 
