@@ -20,6 +20,7 @@ if set, else a throwaway instance. Tests that kill a server always start their o
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         type=int,
         metavar="N",
-        help="seed for the random fault points (default: random, printed in the results)",
+        help="seed for the random fault points (default: random, recorded in the results)",
     )
 
 
@@ -77,7 +78,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{REQUIRES_MARK}(*capabilities): capabilities the engine must declare"
     )
-    config.stash[record_key] = Collector()
+    collector = Collector()
+    seed = config.getoption("obsqueue_seed")
+    collector.seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
+    config.stash[record_key] = collector
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Seed the random fault points of each suite test from the run's seed and the test's id,
+    so ``--obsqueue-seed N`` repeats them."""
+    if item.get_closest_marker(PROPERTY_MARK) is not None:
+        random.seed(f"{item.config.stash[record_key].seed}:{item.nodeid}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

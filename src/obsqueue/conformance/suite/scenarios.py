@@ -53,13 +53,17 @@ def drain(
     timeout_s: float = 15.0,
     ack: bool = True,
 ) -> list[PendingMessageWithId]:
-    """Iterate ``session`` until ``expect`` messages came (acking each) or time runs out."""
+    """Iterate ``session`` until ``expect`` messages came (acking each) or time runs out.
+
+    ``stop`` ends the wait at ``timeout_s``; ``idle_timeout`` is a backstop, so an engine whose
+    iterator ignores ``stop`` (a P13 failure, checked on its own) still lets other checks end."""
     got: list[PendingMessageWithId] = []
     stop = threading.Event()
     timer = threading.Timer(timeout_s, stop.set)
+    timer.daemon = True
     timer.start()
     try:
-        for msg in engine.create_iterator(session, stop=stop):
+        for msg in engine.create_iterator(session, stop=stop, idle_timeout=timeout_s):
             got.append(msg)
             if ack:
                 engine.mark_processed(msg)

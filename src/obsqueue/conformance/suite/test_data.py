@@ -138,8 +138,8 @@ class TestDepth:
                 queue_engine.reset_processing_to_pending("s2")
                 stop.wait(0.005)
 
-        threads = [threading.Thread(target=consume, args=(f"s{i}",)) for i in range(4)]
-        meddler = threading.Thread(target=meddle)
+        threads = [threading.Thread(target=consume, args=(f"s{i}",), daemon=True) for i in range(4)]
+        meddler = threading.Thread(target=meddle, daemon=True)
         for t in [*threads, meddler]:
             t.start()
         for t in threads:

@@ -80,7 +80,7 @@ class TestDedupe:
             barrier.wait()
             results.append(queue_engine.enqueue("s1", CS, keyed(f"r{i}", "t-race")))
 
-        threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+        threads = [threading.Thread(target=race, args=(i,), daemon=True) for i in range(8)]
         for t in threads:
             t.start()
         for t in threads:

@@ -158,7 +158,7 @@ class TestExclusiveSession:
                     done.append(key_of(msg))
                 queue_engine.mark_processed(msg)
 
-        threads = [threading.Thread(target=worker) for _ in range(4)]
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(4)]
         for t in threads:
             t.start()
         for t in threads:

@@ -85,7 +85,7 @@ class TestWakeup:
                 queue_engine.mark_processed(msg)
                 arrived.release()
 
-        thread = threading.Thread(target=consume)
+        thread = threading.Thread(target=consume, daemon=True)
         thread.start()
         latencies: list[float] = []
         try:
@@ -117,7 +117,7 @@ class TestStopAndIdle:
                 pass
             ended.set()
 
-        thread = threading.Thread(target=consume)
+        thread = threading.Thread(target=consume, daemon=True)
         thread.start()
         time.sleep(0.5)
         set_at = time.monotonic()
