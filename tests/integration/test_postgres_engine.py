@@ -27,7 +27,8 @@ import pytest
 
 from obsqueue.engines import open_engine
 from obsqueue.engines.base import EnqueueResult, PendingMessage, PendingMessageWithId
-from obsqueue.engines.postgres import MESSAGES_TABLE, PostgresEngine
+from obsqueue.engines.postgres import PostgresEngine
+from obsqueue.engines.postgres_schema import MESSAGES_TABLE
 from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError
 from obsqueue.servers.base import ServerUnavailableError, free_port
 from obsqueue.servers.postgres import PostgresServer, throwaway_postgres

@@ -4,11 +4,11 @@ On psycopg 3 with a ``psycopg_pool.ConnectionPool``. Every statement is in
 ``engines/sql/postgres.sql`` (named sections); only identifiers are composed in, with
 ``psycopg.sql.Identifier``. Each state change is one autocommitted statement.
 
-Storage, per namespace: schema ``<namespace>`` holding ``obsq_messages_v1`` (one row per message
-that is pending, in flight or dead; acked and cleared rows are deleted), the sequence
-``obsq_tokens_v1`` (fencing tokens) and ``obsq_schema_version``. The schema is created or
-migrated when an engine opens, under ``pg_advisory_xact_lock``, so processes opening at once
-are safe; after ``destroy()`` it is created again on next use.
+Storage (``engines/postgres_schema.py``), per namespace: schema ``<namespace>`` holding
+``obsq_messages_v1`` (one row per message that is pending, in flight or dead; acked and cleared
+rows are deleted), the sequence ``obsq_tokens_v1`` (fencing tokens) and ``obsq_schema_version``.
+The schema is created or migrated when an engine opens, under ``pg_advisory_xact_lock``, so
+processes opening at once are safe; after ``destroy()`` it is created again on next use.
 
 Claims: a session's *head* is its lowest-id row that is not dead. The claim statement finds the
 head first, without locks, then locks that one row ``FOR UPDATE SKIP LOCKED``: when another
@@ -38,42 +38,38 @@ back with its attempt count restored; if the consumer process dies in between, i
 after its lease like any stalled claim. ``claim_ready_heads`` claims the heads of several
 sessions in one statement.
 
-Wakeup: ``enqueue`` sends ``pg_notify('obsq_<namespace>', session_id)`` in the same statement
-(delivered on commit). One listener thread per engine, started by the first blocked iterator,
-holds a dedicated connection that ``LISTEN``s and wakes the waiters of that session; after it
-reconnects it wakes every waiter. The iterator re-polls every 0.2 s regardless (the fallback).
+Wakeup (``engines/postgres_wakeup.py``): ``enqueue`` sends ``pg_notify('obsq_<namespace>',
+session_id)`` in the same statement (delivered on commit). One listener thread per engine, started
+by the first blocked iterator, holds a dedicated connection that ``LISTEN``s and wakes the waiters
+of that session; after it reconnects it wakes every waiter. The iterator re-polls every 0.2 s
+regardless (the fallback).
 
 Durability: with ``fsync=on`` and ``synchronous_commit`` not ``off`` (the durable configuration)
 a statement that returned is on disk and survives kill -9 of the server (P4, P5);
 ``describe()["durability"]`` reads both from the live server.
 
-Errors are translated once, in ``_call``: connection failures become ``EngineUnavailableError``
-naming the URL with its password redacted. Pooled connections are checked before use without a
-round trip (a connection the server closed has input waiting: then it is probed and replaced),
-so the engine recovers by itself after a server restart or ``pg_terminate_backend``. Reads,
-lease extensions, and any statement the server answered with an error (it rolled back) are
-retried until ``connect_timeout_s``; a write whose reply was lost raises (outcome unknown).
-Engine options: ``pool_min_size``, ``pool_max_size``.
+Errors are translated once, in ``Connections.call`` (``engines/postgres_pool.py``): connection
+failures become ``EngineUnavailableError`` naming the URL with its password redacted. Pooled
+connections are checked before use without a round trip (a connection the server closed has input
+waiting: then it is probed and replaced), so the engine recovers by itself after a server restart
+or ``pg_terminate_backend``. Reads, lease extensions, and any statement the server answered with
+an error (it rolled back) are retried until ``connect_timeout_s``; a write whose reply was lost
+raises (outcome unknown). Engine options: ``pool_min_size``, ``pool_max_size``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
-import select
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, ClassVar, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, ClassVar
 
 import psycopg
 import psycopg.errors
-from psycopg import sql
-from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from obsqueue.engines.base import (
     Capability,
@@ -86,75 +82,12 @@ from obsqueue.engines.base import (
     _require_positive,
     decode_payload,
 )
-from obsqueue.engines.sqlfile import load_queries
-from obsqueue.errors import (
-    EngineUnavailableError,
-    InvalidMessageError,
-    StaleClaimError,
-    redact_url,
-)
+from obsqueue.engines.postgres_pool import Conn, Connections, check_pool_sizes
+from obsqueue.engines.postgres_schema import SCHEMA_VERSION, Schema, compose_queries
+from obsqueue.engines.postgres_wakeup import NotifyWakeup
+from obsqueue.errors import InvalidMessageError, StaleClaimError
 
 __all__ = ["SCHEMA_VERSION", "PostgresEngine", "compose_queries", "dedupe_key"]
-
-T = TypeVar("T")
-
-SCHEMA_VERSION = 1
-MESSAGES_TABLE = "obsq_messages_v1"
-TOKENS_SEQUENCE = "obsq_tokens_v1"
-VERSION_TABLE = "obsq_schema_version"
-FRAGMENTS = ("claimed_cte", "target_columns", "due", "delivered_columns")
-_SCHEMA_MISSING = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
-_MAX_WATCHED_SESSIONS = 10_000
-
-
-def compose_queries(namespace: str) -> dict[str, bytes]:
-    """The sections of ``postgres.sql`` with the namespace's identifiers composed in."""
-    raw = load_queries("postgres.sql")
-    names = {
-        "schema": sql.Identifier(namespace),
-        "messages": sql.Identifier(namespace, MESSAGES_TABLE),
-        "tokens": sql.Identifier(namespace, TOKENS_SEQUENCE),
-        "version_table": sql.Identifier(namespace, VERSION_TABLE),
-    }
-    # The text is this package's own file, never input: static SQL, only identifiers composed.
-    fragments = {name: sql.SQL(raw[name]).format(**names) for name in FRAGMENTS}
-    return {
-        name: sql.SQL(text).format(**names, **fragments).as_bytes(None)
-        for name, text in raw.items()
-        if name not in FRAGMENTS
-    }
-
-
-class _Unavailable(Exception):
-    """No pooled connection could be had before the deadline (nothing was sent)."""
-
-
-class Conn(psycopg.Connection[Any]):
-    """A pooled connection that keeps one cursor for the engine's statements (a new cursor per
-    statement costs ~10% of a hot-path round trip), and records why connecting failed last.
-    Each engine uses a subclass with its own ``connect_errors`` list."""
-
-    connect_errors: ClassVar[list[str]] = []
-    _statement_cursor: psycopg.Cursor[Any] | None = None
-
-    @classmethod
-    def for_engine(cls) -> type[Conn]:
-        return type("EngineConnection", (cls,), {"connect_errors": []})
-
-    @classmethod
-    def connect(cls, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().connect(*args, **kwargs)
-        except psycopg.Error as exc:
-            text = str(exc).strip()
-            cls.connect_errors[:] = [text.splitlines()[0] if text else repr(exc)]
-            raise
-
-    def run(self, query: bytes, params: dict[str, Any] | None = None) -> psycopg.Cursor[Any]:
-        cur = self._statement_cursor
-        if cur is None or cur.closed:
-            cur = self._statement_cursor = self.cursor()
-        return cur.execute(query, params)
 
 
 class PostgresEngine(ObservationQueueEngine):
@@ -173,150 +106,42 @@ class PostgresEngine(ObservationQueueEngine):
         **options: Any,
     ) -> None:
         super().__init__(url, **options)
-        _check_pool_sizes(pool_min_size, pool_max_size)
+        check_pool_sizes(pool_min_size, pool_max_size)
         ns = self.options.namespace
         if ns.lower() in ("public", "information_schema") or ns.lower().startswith("pg_"):
             raise InvalidMessageError("namespace", f"{ns!r} is a PostgreSQL schema; pick another")
         self._q = compose_queries(ns)
         self._channel = f"obsq_{ns}"
-        self._version_table = sql.Identifier(ns, VERSION_TABLE).as_string(None)
-        self._pool_sizes = (pool_min_size, pool_max_size)
-        self._connect_kwargs: dict[str, Any] = {
-            "autocommit": True,
-            "connect_timeout": max(2, math.ceil(self.options.connect_timeout_s)),
-            "application_name": f"obsqueue {ns}",
-        }
-        self._connection_class = Conn.for_engine()
-        self._pool: ConnectionPool[Conn] = ConnectionPool(
+        self._schema = Schema(ns, self._q, lock_name=f"obsqueue:{self._channel}")
+        self._db = Connections(
             url,
-            connection_class=self._connection_class,
-            kwargs=self._connect_kwargs,
-            min_size=pool_min_size,
-            max_size=pool_max_size,
-            open=False,
-            timeout=self.options.connect_timeout_s,
-            reconnect_timeout=0.0,  # give up a failed attempt at once; the next getconn retries
-            name=f"obsqueue-{ns}",
+            namespace=ns,
+            connect_timeout_s=self.options.connect_timeout_s,
+            pool_sizes=(pool_min_size, pool_max_size),
+            check_open=self._check_open,
+            migrate=self._schema.migrate,
         )
-        self._wake = threading.Condition()
-        self._wake_seq: dict[str, int] = {}
-        self._wake_epoch = 0
-        self._listener: _Listener | None = None
+        self._wakeup = NotifyWakeup(
+            url=url,
+            connect_kwargs=self._db.connect_kwargs,
+            channel=self._channel,
+            connect_timeout_s=self.options.connect_timeout_s,
+        )
         self._slots_lock = threading.Lock()
         self._slots: dict[tuple[int, int], _Slot] = {}
         self._live_slots: set[_Slot] = set()
-        try:
-            self._pool.open(wait=False)
-            self._call(self._migrate, repeatable=True, heal=False)
-        except BaseException:
-            self._pool.close(timeout=0)
-            raise
+        self._db.open()
 
-    # ------------------------------------------------------------------- errors and retries
-
-    def _call(self, op: Callable[[Conn], T], *, repeatable: bool, heal: bool = True) -> T:
-        """Run ``op`` on a pooled connection; the one place driver errors are translated.
-
-        A missing schema (dropped by ``destroy()``) is created again and ``op`` retried once: the
-        statement failed before it did anything. Connection failures are retried until
-        ``connect_timeout_s`` when ``repeatable`` or when the server answered with an error;
-        otherwise the outcome is unknown."""
-        deadline = time.monotonic() + self.options.connect_timeout_s
-        delay_s, migrated = 0.02, False
-        while True:
-            try:
-                conn = self._checkout(deadline)
-                try:
-                    return op(conn)
-                finally:
-                    self._pool.putconn(conn)
-            except _Unavailable as exc:
-                raise self._unavailable(str(exc), "is the server running?") from None
-            except _SCHEMA_MISSING as exc:
-                if migrated or not heal:
-                    raise self._unavailable(str(exc), "the schema is missing") from exc
-                migrated = True
-                self._call(self._migrate, repeatable=True, heal=False)
-                continue
-            except (psycopg.OperationalError, psycopg.errors.TransactionRollback) as exc:
-                self._check_open()  # closed meanwhile: say so, not "unavailable"
-                # An error the server sent back (it has an SQLSTATE, e.g. 57P01 when the
-                # backend was terminated) means the autocommitted statement rolled back: safe
-                # to run again. A connection lost without an answer leaves the outcome unknown.
-                safe = repeatable or exc.sqlstate is not None
-                if not safe or time.monotonic() + delay_s > deadline:
-                    hint = "is the server running?" if safe else "the outcome is unknown"
-                    raise self._unavailable(str(exc), hint) from exc
-            except psycopg.Error as exc:
-                if exc.sqlstate is None:  # raised by the client library: a bug here, not news
-                    raise
-                raise self._unavailable(str(exc), "the server refused the statement") from exc
-            time.sleep(delay_s)
-            delay_s = min(delay_s * 2, 0.5)
-
-    def _checkout(self, deadline: float) -> Conn:
-        """A pooled connection that is not known to be dead, or ``_Unavailable`` at the deadline.
-        Short waits let each try ask the pool for a new connection (after a server restart)."""
-        while True:
-            self._check_open()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise _Unavailable(self._no_connection_reason())
-            try:
-                conn = self._pool.getconn(timeout=min(left, 0.25))
-            except PoolTimeout:
-                continue
-            except PoolClosed:
-                self._check_open()
-                raise
-            if _usable(conn):
-                return conn
-            self._pool.putconn(conn)  # closed: the pool discards it and opens another
-
-    def _no_connection_reason(self) -> str:
-        errors = self._connection_class.connect_errors
-        last = errors[-1] if errors else "no answer"
-        return (
-            f"no connection within {self.options.connect_timeout_s} s ({last}; "
-            f"pool_max_size={self._pool_sizes[1]})"
-        )
-
-    def _unavailable(self, detail: str, hint: str) -> EngineUnavailableError:
-        password = urlsplit(self.url).password
-        if password:
-            detail = detail.replace(password, "***")
-        return EngineUnavailableError(
-            f"PostgreSQL at {redact_url(self.url)} failed: {detail.strip()} ({hint}); "
-            "check the server and retry"
-        )
+    # --------------------------------------------------------------------------- statements
 
     def _one(self, name: str, params: dict[str, Any], *, repeatable: bool) -> Any:
         """Run one statement and return its first row (or None)."""
         query = self._q[name]
-        return self._call(lambda c: c.run(query, params).fetchone(), repeatable=repeatable)
+        return self._db.call(lambda c: c.run(query, params).fetchone(), repeatable=repeatable)
 
     def _rowcount(self, name: str, params: dict[str, Any]) -> int:
         query = self._q[name]
-        return self._call(lambda c: c.run(query, params).rowcount, repeatable=False)
-
-    # ------------------------------------------------------------------------------- schema
-
-    def _migrate(self, conn: Conn) -> None:
-        """Create or migrate the namespace's schema; idempotent, safe across processes."""
-        if self._schema_version(conn) >= SCHEMA_VERSION:
-            return
-        with conn.transaction():
-            conn.execute(self._q["migrate_lock"], {"lock_name": f"obsqueue:{self._channel}"})
-            conn.execute(self._q["migrate_prepare"])
-            for version in range(self._schema_version(conn) + 1, SCHEMA_VERSION + 1):
-                conn.execute(self._q[f"migrate_v{version}"])
-                conn.execute(self._q["migrate_done"], {"version": version})
-
-    def _schema_version(self, conn: Conn) -> int:
-        exists = {"version_table": self._version_table}
-        if not _scalar(conn, self._q["version_table_exists"], exists):
-            return 0
-        return _scalar(conn, self._q["schema_version"], {})
+        return self._db.call(lambda c: c.run(query, params).rowcount, repeatable=False)
 
     # --------------------------------------------------------------------------- primitives
 
@@ -342,7 +167,7 @@ class PostgresEngine(ObservationQueueEngine):
             if existing is not None:
                 return EnqueueResult(int(existing[0]), duplicate=True)
             # the conflicting row was acked or died between the two statements: insert again
-        raise self._unavailable("the dedupe key kept changing", "retry the enqueue")
+        raise self._db.unavailable("the dedupe key kept changing", "retry the enqueue")
 
     def _claim_params(self, consumer_id: str, lease_s: float) -> dict[str, Any]:
         return {
@@ -356,7 +181,7 @@ class PostgresEngine(ObservationQueueEngine):
     ) -> PendingMessageWithId | None:
         params = {**self._claim_params(consumer_id, lease_s), "session_id": session_id}
         query = self._q["claim_next"]
-        row = self._call(lambda c: _claiming(c, query, params), repeatable=False)
+        row = self._db.call(lambda c: _claiming(c, query, params), repeatable=False)
         return None if row is None else _delivered(row)
 
     def _mark_processed(self, msg: PendingMessageWithId) -> None:
@@ -429,7 +254,7 @@ class PostgresEngine(ObservationQueueEngine):
             "session_id": msg.session_id,
         }
         query = self._q["ack_and_claim_next"]
-        row = self._call(lambda c: _claiming(c, query, params), repeatable=False)
+        row = self._db.call(lambda c: _claiming(c, query, params), repeatable=False)
         if row is None:  # the guard index refused a claim: the ack rolled back with it
             self._ack_alone(msg)
             return None
@@ -462,7 +287,7 @@ class PostgresEngine(ObservationQueueEngine):
             except psycopg.errors.UniqueViolation:
                 return []
 
-        return [_delivered(row) for row in self._call(claim, repeatable=False)]
+        return [_delivered(row) for row in self._db.call(claim, repeatable=False)]
 
     # --------------------------------------------------- the iterator with prefetched heads
 
@@ -554,54 +379,23 @@ class PostgresEngine(ObservationQueueEngine):
 
     def _unclaim(self, msg: PendingMessageWithId) -> None:
         """Give back a prefetched head never handed out; best effort (else its lease expires)."""
-        with contextlib.suppress(Exception), self._pool.connection(timeout=1.0) as conn:
+        with contextlib.suppress(Exception), self._db.pool.connection(timeout=1.0) as conn:
             conn.execute(self._q["unclaim"], _claim_of(msg))
 
     # ------------------------------------------------------------------------------ wakeup
 
     def _notify_local(self) -> None:
         """Not used: enqueues wake their own session (``_wake_session``), resets and enqueues of
-        other processes arrive by NOTIFY, and close wakes everyone (``_wake_all``)."""
+        other processes arrive by NOTIFY, and close wakes everyone (``NotifyWakeup.stop``)."""
 
     def _wake_session(self, session_id: str) -> None:
-        with self._wake:
-            if session_id in self._wake_seq:
-                self._wake_seq[session_id] += 1
-                self._wake.notify_all()
-
-    def _wake_all(self) -> None:
-        with self._wake:
-            self._wake_epoch += 1
-            self._wake.notify_all()
+        self._wakeup.wake_session(session_id)
 
     def _wakeup_mark(self, session_id: str) -> object:
-        self._ensure_listener()
-        with self._wake:
-            if len(self._wake_seq) > _MAX_WATCHED_SESSIONS:
-                self._wake_seq.clear()
-                self._wake_epoch += 1
-            return (self._wake_epoch, self._wake_seq.setdefault(session_id, 0))
+        return self._wakeup.mark(session_id)
 
     def _wait_for_work(self, session_id: str, timeout_s: float, mark: object) -> None:
-        with self._wake:
-            self._wake.wait_for(
-                lambda: (self._wake_epoch, self._wake_seq.get(session_id, 0)) != mark, timeout_s
-            )
-
-    def _ensure_listener(self) -> None:
-        """Start the listener on first use and wait (briefly) until it LISTENs, so a consumer's
-        first wait already hears enqueues; later, a listener that reconnects is not waited for."""
-        if self._listener is not None:
-            return
-        with self._slots_lock:
-            listener, started = self._listener, False
-            if listener is None:
-                kwargs = {**self._connect_kwargs, "application_name": "obsqueue listener"}
-                listener = self._listener = _Listener(self.url, kwargs, self._channel, self)
-                listener.start()
-                started = True
-        if started:
-            listener.ready.wait(min(2.0, self.options.connect_timeout_s))
+        self._wakeup.wait(session_id, timeout_s, mark)
 
     # ------------------------------------------------------------- oracle, describe, destroy
 
@@ -609,7 +403,7 @@ class PostgresEngine(ObservationQueueEngine):
         self._check_open()
         query = self._q["inspect_raw"]
         # a cursor of its own: the kept cursor would hold this whole result while idle
-        rows = self._call(lambda c: c.execute(query).fetchall(), repeatable=True)
+        rows = self._db.call(lambda c: c.execute(query).fetchall(), repeatable=True)
         return [_raw(row) for row in rows]
 
     def describe(self) -> dict[str, Any]:
@@ -622,8 +416,8 @@ class PostgresEngine(ObservationQueueEngine):
             "client": {
                 "implementation": psycopg.pq.__impl__,
                 "libpq": psycopg.pq.version(),
-                "pool_min_size": self._pool_sizes[0],
-                "pool_max_size": self._pool_sizes[1],
+                "pool_min_size": self._db.pool_sizes[0],
+                "pool_max_size": self._db.pool_sizes[1],
                 "connect_timeout_s": self.options.connect_timeout_s,
             },
             "server": {"kind": "postgres", "version": version, "version_num": version_num},
@@ -640,13 +434,7 @@ class PostgresEngine(ObservationQueueEngine):
     def destroy(self) -> None:
         """Drop the namespace's schema (it is created again if this engine is used again)."""
         self._check_open()
-
-        def drop(conn: Conn) -> None:
-            with conn.transaction():
-                conn.execute(self._q["migrate_lock"], {"lock_name": f"obsqueue:{self._channel}"})
-                conn.execute(self._q["destroy"])
-
-        self._call(drop, repeatable=True, heal=False)
+        self._db.call(self._schema.drop, repeatable=True, heal=False)
 
     def _close(self) -> None:
         with self._slots_lock:
@@ -655,56 +443,8 @@ class PostgresEngine(ObservationQueueEngine):
                 slot.closed, slot.held = True, None
         for msg in held:
             self._unclaim(msg)
-        if self._listener is not None:
-            self._listener.stop_listening()
-            with (
-                contextlib.suppress(psycopg.Error, PoolTimeout, PoolClosed),
-                self._pool.connection(timeout=0.5) as conn,
-            ):
-                conn.execute("SELECT pg_notify(%s, '')", [self._channel])
-            self._listener.join(timeout=2.0)
-        self._wake_all()
-        self._pool.close(timeout=1.0)
-
-
-# -------------------------------------------------------------------------- the listener
-
-
-class _Listener(threading.Thread):
-    """One dedicated connection that LISTENs on the namespace's channel and wakes waiters."""
-
-    def __init__(self, url: str, kwargs: dict[str, Any], channel: str, engine: PostgresEngine):
-        super().__init__(name=f"obsqueue-listen-{channel}", daemon=True)
-        self._url, self._kwargs, self._channel, self._engine = url, kwargs, channel, engine
-        self._stop_event = threading.Event()
-        self.ready = threading.Event()
-
-    def stop_listening(self) -> None:
-        self._stop_event.set()
-
-    def run(self) -> None:
-        delay_s = 0.05
-        while not self._stop_event.is_set():
-            with (
-                contextlib.suppress(psycopg.Error),
-                psycopg.connect(self._url, **self._kwargs) as conn,
-            ):
-                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
-                self.ready.set()
-                self._engine._wake_all()  # anything missed while not listening
-                delay_s = 0.05
-                self._relay(conn)
-            self.ready.clear()
-            self._stop_event.wait(delay_s)
-            delay_s = min(delay_s * 2, 1.0)
-
-    def _relay(self, conn: psycopg.Connection[Any]) -> None:
-        while not self._stop_event.is_set():
-            for notify in conn.notifies(timeout=1.0):
-                if notify.payload:
-                    self._engine._wake_session(notify.payload)
-                if self._stop_event.is_set():
-                    break
+        self._wakeup.stop(self._db.pool)
+        self._db.pool.close(timeout=1.0)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -736,43 +476,12 @@ def dedupe_key(content_session_id: str, tool_use_id: str | None) -> bytes | None
     return hashlib.sha256(f"{content_session_id}\0{tool_use_id}".encode()).digest()
 
 
-def _usable(conn: Conn) -> bool:
-    """False for a connection that is closed, or that the server closed while it was idle: such
-    a connection has input waiting (an error or EOF), which a zero-timeout poll sees without a
-    round trip; only then is it probed with an empty query."""
-    if conn.closed or conn.broken:
-        return False
-    try:
-        poller = select.poll()
-        poller.register(conn.pgconn.socket, select.POLLIN)
-        if not poller.poll(0):
-            return True
-        conn.execute("")
-    except (psycopg.Error, OSError, ValueError):
-        conn.close()
-        return False
-    return True
-
-
 def _claiming(conn: Conn, query: bytes, params: dict[str, Any]) -> Any:
     """Run a claim; a refusal by the one-in-flight index means another claim won: nothing."""
     try:
         return conn.run(query, params).fetchone()
     except psycopg.errors.UniqueViolation:
         return None
-
-
-def _scalar(conn: Conn, query: bytes, params: dict[str, Any]) -> int:
-    row = conn.execute(query, params).fetchone()
-    return int(row[0]) if row is not None else 0
-
-
-def _check_pool_sizes(min_size: object, max_size: object) -> None:
-    for name, value in (("pool_min_size", min_size), ("pool_max_size", max_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidMessageError(name, f"must be an int of at least 1, got {value!r}")
-    if min_size > max_size:  # type: ignore[operator]
-        raise InvalidMessageError("pool_max_size", f"must be >= pool_min_size ({min_size})")
 
 
 def _claim_of(msg: PendingMessageWithId) -> dict[str, Any]:
