@@ -22,6 +22,10 @@ ENGINES = [
     "sqlite://",
     "postgresql://",
     "redis://",
+    # the native Redis engine on a server without its durable configuration: what kill -9 of
+    # the server loses shows as expected-fail (everysec: fsync once a second; none: no AOF)
+    "redis://?server_durability=everysec",
+    "redis://?server_durability=none",
     "rq+redis://",
     "dramatiq+redis://",
     "huey+redis://",

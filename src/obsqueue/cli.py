@@ -133,23 +133,15 @@ def cmd_engines() -> int:
 def _usable(server_kind: str | None) -> tuple[str, str]:
     if server_kind is None:
         return "yes", "embedded: no server needed"
-    from obsqueue.servers import ENV_VARS
+    from obsqueue.servers import ENV_VARS, ServerUnavailableError, throwaway_source
 
     env_var = ENV_VARS.get(server_kind, "")
     if os.environ.get(env_var):
         return "yes", f"server from ${env_var}"
-    binary = {"postgres": "postgres", "redis": "redis-server", "rabbitmq": "rabbitmq-server"}
-    from obsqueue.servers.base import which_or_none
-
-    found = which_or_none(binary.get(server_kind, server_kind), *_pg_bindirs())
-    if found:
-        return "yes", f"throwaway {server_kind} from {found}"
-    return "no", f"set ${env_var} or install {binary.get(server_kind, server_kind)}"
-
-
-def _pg_bindirs() -> list[str]:
-    root = Path("/usr/lib/postgresql")
-    return [str(p / "bin") for p in sorted(root.glob("*"), reverse=True)] if root.is_dir() else []
+    try:
+        return "yes", f"throwaway {server_kind} from {throwaway_source(server_kind)}"
+    except ServerUnavailableError as exc:
+        return "no", str(exc)
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """Run a workload on engine URLs, each on its own store and server, and write results JSON.
 
 A server engine URL without a host gets a server the way the conformance suite gets one: the
-URL in ``env_urls`` for its kind, else a throwaway instance in its durable configuration. A file
-engine URL without a path (``sqlite://``) gets a file in a temporary directory.
+URL in ``env_urls`` for its kind, else a throwaway instance in its durable configuration
+(``?server_durability=everysec|none`` on a Redis URL picks another profile; the label says
+so). A file engine URL without a path (``sqlite://``) gets a file in a temporary directory.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from obsqueue.benchmarks.drain import DrainWorkload, run_drain
-from obsqueue.conformance.spec import needs_server, with_server_url
+from obsqueue.conformance.spec import needs_server, split_server_durability, with_server_url
 from obsqueue.engines import engine_class
 from obsqueue.results import environment, safe_label, write_results
 from obsqueue.servers import ENV_VARS, ServerHandle, provision
@@ -35,15 +36,17 @@ def run_drain_benchmarks(
 ) -> list[Path]:
     """Run the drain workload on every URL, in order; one results file per engine."""
     written = []
-    for url in urls:
+    for given in urls:
+        url, durability = split_server_durability(given)
         cls = engine_class(url)
         server: ServerHandle | None = None
         with tempfile.TemporaryDirectory(prefix="obsq-bench-") as tmp:
             engine_url = url
             if needs_server(url):
                 kind = cls.server_kind or ""
-                progress(f"{url}: starting or finding a {kind} server")
-                server = provision(kind, env_url=env_urls.get(ENV_VARS.get(kind, "")))
+                progress(f"{given}: starting or finding a {kind} server")
+                env_url = env_urls.get(ENV_VARS.get(kind, "")) if durability == "durable" else None
+                server = provision(kind, env_url=env_url, durability=durability)
                 engine_url = with_server_url(url, server.url)
             elif _names_no_file(url) and cls.server_kind is None:
                 engine_url = f"{urlsplit(url).scheme}:///{Path(tmp) / 'bench.db'}"
@@ -59,7 +62,8 @@ def run_drain_benchmarks(
             finally:
                 if server is not None:
                     server.stop()
-        label = urlsplit(url).scheme
+        label = urlsplit(url).scheme + ("" if durability == "durable" else f"-{durability}")
+        result["server_durability"] = durability
         result["environment"] = environment()
         path = write_results(bench_path(results_dir, label, "drain"), "benchmark", result)
         figures = result["figures"]

@@ -12,7 +12,7 @@ import importlib
 
 from obsqueue.servers.base import ServerHandle, ServerUnavailableError
 
-__all__ = ["ENV_VARS", "ServerHandle", "ServerUnavailableError", "provision"]
+__all__ = ["ENV_VARS", "ServerHandle", "ServerUnavailableError", "provision", "throwaway_source"]
 
 #: The environment variable that names an existing server of each kind (read by CLI and plugin).
 ENV_VARS = {
@@ -25,6 +25,20 @@ _THROWAWAY = {
     "postgres": ("obsqueue.servers.postgres", "throwaway_postgres", "external_postgres"),
     "redis": ("obsqueue.servers.redis", "throwaway_redis", "external_redis"),
 }
+
+
+def throwaway_source(kind: str) -> str:
+    """Where a throwaway server of ``kind`` would come from (its binaries), or
+    ``ServerUnavailableError`` saying what is missing."""
+    if kind == "postgres":
+        from obsqueue.servers.postgres import find_bindir
+
+        return find_bindir()
+    if kind == "redis":
+        from obsqueue.servers.redis import find_binary
+
+        return find_binary()
+    raise ServerUnavailableError(f"obsqueue cannot start a throwaway {kind} server")
 
 
 def provision(

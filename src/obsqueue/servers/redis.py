@@ -80,16 +80,22 @@ class RedisServer(ServerHandle):
         }
 
 
-def throwaway_redis(durability: str = "durable") -> RedisServer:
-    """Start a redis-server on a free loopback port in a temporary directory."""
-    if durability not in REDIS_PROFILES:
-        raise ValueError(f"durability must be one of {sorted(REDIS_PROFILES)}, got {durability!r}")
+def find_binary() -> str:
+    """The ``redis-server`` a throwaway instance runs, or ServerUnavailableError."""
     binary = which_or_none("redis-server", "/usr/bin", "/usr/local/bin")
     if binary is None:
         raise ServerUnavailableError(
             "redis-server is not installed: apt-get install redis-server, "
             "or set OBSQUEUE_REDIS_URL to a server you own"
         )
+    return binary
+
+
+def throwaway_redis(durability: str = "durable") -> RedisServer:
+    """Start a redis-server on a free loopback port in a temporary directory."""
+    if durability not in REDIS_PROFILES:
+        raise ValueError(f"durability must be one of {sorted(REDIS_PROFILES)}, got {durability!r}")
+    binary = find_binary()
     workdir = Path(tempfile.mkdtemp(prefix="obsq-redis-"))
     server = RedisServer(
         kind="redis",
