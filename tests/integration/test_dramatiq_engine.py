@@ -15,9 +15,10 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import dramatiq.errors
 import pytest
 import redis
 from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
@@ -375,6 +376,29 @@ def test_unreachable_server_fails_within_connect_timeout() -> None:
     assert "hunter2" not in str(info.value)
     with pytest.raises(EngineUnavailableError):
         DramatiqEngine(f"dramatiq+redis://127.0.0.1:{free_port()}/0", connect_timeout_s=0.5)
+
+
+def test_connection_closed_is_judged_by_the_redis_error_inside(
+    server: RedisServer, namespace: str
+) -> None:
+    # Dramatiq's broker wraps redis-py's error in ConnectionClosed; the retry rule sees through it
+    engine = DramatiqEngine(_url(server.url), namespace=namespace, connect_timeout_s=0.5)
+    calls = []
+
+    def closed(inner: object) -> Callable[[], None]:
+        def op() -> None:
+            calls.append(1)
+            raise dramatiq.errors.ConnectionClosed(inner)
+
+        return op
+
+    with pytest.raises(EngineUnavailableError, match="outcome is unknown"):
+        engine._call(closed(redis.exceptions.ConnectionError("lost")), repeatable=False)
+    assert len(calls) == 1
+    with pytest.raises(EngineUnavailableError, match="is the server running"):
+        engine._call(closed("gone before it was sent"), repeatable=False)
+    assert len(calls) > 3  # not sent, so retried until connect_timeout_s ran out
+    engine.close()
 
 
 def test_amqp_is_refused_with_a_clear_message() -> None:

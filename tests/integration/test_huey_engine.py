@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from huey import RedisHuey, SqliteHuey
 
 from obsqueue.engines.base import PendingMessage
@@ -478,6 +479,23 @@ def test_unreachable_redis_is_reported_within_the_connect_timeout() -> None:
     with pytest.raises(EngineUnavailableError, match=r"127\.0\.0\.1"):
         HueyRedisEngine(url, connect_timeout_s=0.5)
     assert time.monotonic() - started < 2.0
+
+
+def test_redis_calls_run_once_and_say_a_write_may_have_happened(
+    redis_server: RedisServer,
+) -> None:
+    # Unlike the other Redis engines, huey+redis never repeats a call, even a read
+    eng = HueyRedisEngine("huey+" + redis_server.url, namespace="once", connect_timeout_s=0.5)
+    calls = []
+
+    def lost_reply() -> None:
+        calls.append(1)
+        raise redis.exceptions.ConnectionError("Connection closed by server.")
+
+    with pytest.raises(EngineUnavailableError, match="may or may not have happened"):
+        eng._call(lost_reply)
+    assert len(calls) == 1
+    eng.close()
 
 
 def test_sqlite_in_a_missing_directory_is_unavailable_and_bad_urls_are_invalid(

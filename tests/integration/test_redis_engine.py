@@ -24,7 +24,8 @@ import pytest
 import redis
 
 from obsqueue.engines.base import PendingMessage, PendingMessageWithId
-from obsqueue.engines.redis_native import RedisEngine, load_script
+from obsqueue.engines.redis_link import load_script
+from obsqueue.engines.redis_native import RedisEngine
 from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError
 from obsqueue.servers.base import ServerUnavailableError, free_port
 from obsqueue.servers.redis import RedisServer, throwaway_redis
@@ -414,7 +415,7 @@ def test_kill9_with_appendfsync_always_keeps_every_returned_write(
         eng.get_total_queue_depth()
     server.start()
     with redis.Redis.from_url(server.url) as admin:  # the restart emptied the script cache
-        sha = hashlib.sha1(load_script("enqueue").encode()).hexdigest()
+        sha = hashlib.sha1(load_script("native", "enqueue").encode()).hexdigest()
         assert admin.execute_command("SCRIPT EXISTS", sha) == [0]
     # Then the same engine object reconnects by itself, and its scripts load again
     assert eng.enqueue("s0", "c", obs("toolu_59")).duplicate
@@ -475,10 +476,10 @@ def test_retry_policy_repeats_only_what_is_safe(server: RedisServer, namespace: 
         raise redis.exceptions.ConnectionError("Connection closed by server.")
 
     with pytest.raises(EngineUnavailableError, match="outcome is unknown"):
-        engine._call(lost_reply, repeatable=False)
+        engine._link.call(lost_reply, repeatable=False)
     assert len(calls) == 1
     with pytest.raises(EngineUnavailableError, match="is the server running"):
-        engine._call(lost_reply, repeatable=True)
+        engine._link.call(lost_reply, repeatable=True)
     assert len(calls) > 3  # retried with backoff until connect_timeout_s ran out
     engine.close()
 

@@ -75,22 +75,15 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
-from functools import cache
-from importlib import metadata, resources
 from typing import Any, ClassVar, TypeVar
 
 import dramatiq
 import dramatiq.common
 import dramatiq.errors
 import redis
-import redis.connection
-import redis.exceptions
-import redis.utils
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from obsqueue.engines import tasks
 from obsqueue.engines.base import (
@@ -102,6 +95,15 @@ from obsqueue.engines.base import (
     PendingMessage,
     PendingMessageWithId,
     RawMessage,
+)
+from obsqueue.engines.redis_link import (
+    NotSentError,
+    RedisLink,
+    claim_token,
+    socket_timeout,
+    storable,
+    to_ms,
+    unlink_matching,
 )
 from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError, redact_url
 
@@ -123,18 +125,7 @@ SCRIPTS = (
 )
 #: How long a fence pins a lease while Dramatiq's ack runs, so no claim overtakes it.
 ACK_GRACE_MS = 5000
-_NOT_REACHED = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-_NO_AUTH = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
-_REFUSALS = ("OOM", "MISCONF", "READONLY", "NOREPLICAS", "MASTERDOWN", "NOPERM")
 _SAFE_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-
-
-@cache
-def load_script(name: str) -> str:
-    """The text of ``dramatiq_<name>.lua``, prefixed with the shared ``dramatiq_common.lua``."""
-    folder = resources.files("obsqueue.engines").joinpath("lua")
-    common = folder.joinpath("dramatiq_common.lua").read_text("utf-8")
-    return common + "\n" + folder.joinpath(f"dramatiq_{name}.lua").read_text("utf-8")
 
 
 def queue_name(session_id: str) -> str:
@@ -143,20 +134,6 @@ def queue_name(session_id: str) -> str:
     if len(session_id) <= 200 and set(session_id) <= _SAFE_NAME:
         return f"s_{session_id}"
     return f"x_{session_id.encode('utf-8').hex()}"
-
-
-class _NotSentError(redis.exceptions.ConnectionError):
-    """Connecting failed, so the command that needed the connection was never sent."""
-
-
-class _TaggedConnection(redis.connection.Connection):
-    def connect(self) -> None:
-        try:
-            super().connect()
-        except _NO_AUTH:
-            raise
-        except _NOT_REACHED as exc:
-            raise _NotSentError(str(exc)) from exc
 
 
 class DramatiqEngine(ObservationQueueEngine):
@@ -194,24 +171,11 @@ class DramatiqEngine(ObservationQueueEngine):
     ) -> None:
         super().__init__(url, **options)
         self._poll_max_ms = _check_poll(poll_max_ms)
-        if (
-            isinstance(socket_timeout_s, bool)
-            or not isinstance(socket_timeout_s, int | float)
-            or not socket_timeout_s > 0
-        ):
-            raise InvalidMessageError(
-                "socket_timeout_s",
-                f"must be a positive number of seconds, got {socket_timeout_s!r}",
-            )
-        self._socket_timeout_s = float(socket_timeout_s)
+        self._socket_timeout_s = socket_timeout(socket_timeout_s)
         self._reserve_ms = int(1000 * (2 * self._socket_timeout_s + 5))
-        self._pool = self._make_pool(url, max_connections)
-        self._redis: redis.Redis[bytes] = redis.Redis(connection_pool=self._pool)
-        try:
-            self._call(self._ping_by_deadline(), repeatable=True)
-        except BaseException:
-            self._pool.disconnect()
-            raise
+        self._link = self._make_link(url, max_connections)
+        self._redis: redis.Redis[bytes] = self._link.client
+        self._link.check_reachable()
         self._ns = f"obsq-dramatiq:{self.options.namespace}"
         self._broker = RedisBroker(  # type: ignore[no-untyped-call]
             client=self._redis, namespace=self._ns, middleware=[], maintenance_chance=0
@@ -219,80 +183,33 @@ class DramatiqEngine(ObservationQueueEngine):
         self._actor: dramatiq.Actor[Any, Any] = dramatiq.actor(
             broker=self._broker, actor_name="record_observation", queue_name="obsq"
         )(tasks.record_observation)
-        self._scripts = {name: self._redis.register_script(load_script(name)) for name in SCRIPTS}
+        self._scripts = self._link.scripts("dramatiq", SCRIPTS)
         self._held: dict[str, tuple[int, MessageProxy]] = {}
         self._held_lock = threading.Lock()
         self._misses = threading.local()
 
-    def _make_pool(self, url: str, max_connections: int) -> redis.ConnectionPool:
+    def _make_link(self, url: str, max_connections: int) -> RedisLink:
         scheme, _, rest = url.partition("://")
         if scheme.lower() != "dramatiq+redis":
             raise EngineUnavailableError(
                 f"{redact_url(url)}: this engine implements dramatiq+redis:// only "
                 "(dramatiq+amqp:// is not implemented yet); use dramatiq+redis://host:port/db"
             )
-        return redis.ConnectionPool.from_url(
+        return RedisLink(
             f"redis://{rest}",
-            connection_class=_TaggedConnection,
-            socket_connect_timeout=self.options.connect_timeout_s,
-            socket_timeout=self._socket_timeout_s,
-            retry=Retry(NoBackoff(), 0),
+            shown_url=url,
+            connect_timeout_s=self.options.connect_timeout_s,
+            socket_timeout_s=self._socket_timeout_s,
             max_connections=max_connections,
+            check_open=self._check_open,
         )
 
     # ------------------------------------------------------------------- errors and retries
 
     def _call(self, op: Callable[[], T], *, repeatable: bool) -> T:
-        """Run ``op``; retry while that is safe and ``connect_timeout_s`` lasts; translate."""
-        deadline = time.monotonic() + self.options.connect_timeout_s
-        delay_s = 0.02
-        while True:
-            try:
-                try:
-                    return op()
-                except dramatiq.errors.ConnectionClosed as closed:
-                    inner = closed.message
-                    if isinstance(inner, Exception):
-                        raise inner from closed
-                    raise _NotSentError(str(closed)) from closed
-            except _NO_AUTH as exc:
-                raise self._unavailable(exc, "check the user name and password") from exc
-            except _NOT_REACHED as exc:
-                safe = repeatable or isinstance(
-                    exc, _NotSentError | redis.exceptions.BusyLoadingError
-                )
-                self._check_open()
-                if not safe or time.monotonic() + delay_s > deadline:
-                    hint = "is the server running?" if safe else "the outcome is unknown"
-                    raise self._unavailable(exc, hint) from exc
-            except redis.exceptions.ResponseError as exc:
-                if not str(exc).startswith(_REFUSALS):
-                    raise
-                raise self._unavailable(exc, "the server refused the command") from exc
-            time.sleep(delay_s)
-            delay_s = min(delay_s * 2, 0.5)
-
-    def _ping_by_deadline(self) -> Callable[[], None]:
-        """A PING on a fresh connection whose timeouts end with ``connect_timeout_s``."""
-        deadline = time.monotonic() + self.options.connect_timeout_s
-
-        def ping() -> None:
-            left = max(0.01, deadline - time.monotonic())
-            kwargs = {**self._pool.connection_kwargs, "socket_timeout": left}
-            conn = self._pool.connection_class(**{**kwargs, "socket_connect_timeout": left})
-            try:
-                conn.connect()
-                conn.send_command("PING")
-                conn.read_response()
-            finally:
-                conn.disconnect()
-
-        return ping
-
-    def _unavailable(self, exc: Exception, hint: str) -> EngineUnavailableError:
-        return EngineUnavailableError(
-            f"Redis at {redact_url(self.url)} failed: {exc} ({hint}); check the server and retry"
-        )
+        """The shared call loop (``RedisLink.call``), with Dramatiq's ``ConnectionClosed``
+        unwrapped first (see ``_unwrap_closed``)."""
+        return self._link.call(_unwrap_closed(op), repeatable=repeatable)
 
     def _run(
         self, name: str, queue: str, args: Sequence[object], *, repeatable: bool = False
@@ -359,8 +276,10 @@ class DramatiqEngine(ObservationQueueEngine):
     ) -> PendingMessageWithId | None:
         queue = queue_name(session_id)
         acks = self._acks_key(queue)
-        consumer = _utf8(consumer_id)
-        reply = self._run("gate", queue, [acks, _ms(lease_s), self.options.max_attempts, consumer])
+        consumer = storable(consumer_id)
+        reply = self._run(
+            "gate", queue, [acks, to_ms(lease_s), self.options.max_attempts, consumer]
+        )
         if reply[0] != b"go":
             return None
         token = int(reply[1])
@@ -397,7 +316,7 @@ class DramatiqEngine(ObservationQueueEngine):
     def _fence(self, msg: PendingMessageWithId, mode: str, ms: int) -> tuple[str, Any]:
         """Check the claim (raising StaleClaimError) and set its lease; return (queue, reply)."""
         queue = queue_name(msg.session_id)
-        reply = self._run("fence", queue, [_token(msg), mode, ms], repeatable=True)
+        reply = self._run("fence", queue, [claim_token(msg), mode, ms], repeatable=True)
         if reply is None:
             raise _stale(msg)
         return queue, reply
@@ -407,7 +326,7 @@ class DramatiqEngine(ObservationQueueEngine):
         engine object made it, else read back from Dramatiq's hash."""
         with self._held_lock:
             token, proxy = self._held.get(msg.session_id, (None, None))
-            if token == int(_token(msg)) and proxy is not None:
+            if token == int(claim_token(msg)) and proxy is not None:
                 del self._held[msg.session_id]
                 return proxy
         key = f"{self._ns}:{queue}.msgs"
@@ -423,7 +342,7 @@ class DramatiqEngine(ObservationQueueEngine):
         dq_consumer = self._consumer(queue)
         settle = dq_consumer.ack if outcome == "acked" else dq_consumer.nack
         self._call(lambda: settle(proxy), repeatable=False)
-        if not self._run("release", queue, [_token(msg), rid, outcome, reason]):
+        if not self._run("release", queue, [claim_token(msg), rid, outcome, reason]):
             raise _stale(msg)
 
     def _mark_processed(self, msg: PendingMessageWithId) -> None:
@@ -431,18 +350,18 @@ class DramatiqEngine(ObservationQueueEngine):
 
     def _mark_failed(self, msg: PendingMessageWithId, reason: str, retry: bool) -> None:
         if not retry or self.out_of_attempts(msg.attempt):
-            self._settle(msg, "dead", _utf8(reason))
+            self._settle(msg, "dead", storable(reason))
             return
         queue = queue_name(msg.session_id)
-        args = [_token(msg), self.retry_delay_ms(msg.attempt), _utf8(reason)]
+        args = [claim_token(msg), self.retry_delay_ms(msg.attempt), storable(reason)]
         if self._run("requeue", queue, args) is None:
             raise _stale(msg)
         with self._held_lock:
             self._held.pop(msg.session_id, None)
 
     def _extend_lease(self, msg: PendingMessageWithId, lease_s: float) -> Claim:
-        _queue, (_rid, lease, consumer) = self._fence(msg, "extend", _ms(lease_s))
-        return Claim(int(_token(msg)), int(lease), consumer.decode())
+        _queue, (_rid, lease, consumer) = self._fence(msg, "extend", to_ms(lease_s))
+        return Claim(int(claim_token(msg)), int(lease), consumer.decode())
 
     def _pending_count(self, session_id: str) -> int:
         key = f"{self._ns}:{queue_name(session_id)}.msgs"
@@ -504,69 +423,26 @@ class DramatiqEngine(ObservationQueueEngine):
 
     def describe(self) -> dict[str, Any]:
         self._check_open()
-        info = self._call(lambda: self._redis.info("server"), repeatable=True)
-        return {
-            "library": {
-                "dramatiq": _version("dramatiq"),
-                "redis": _version("redis"),
-                "hiredis": _version("hiredis"),
-            },
-            "client": {
-                "parser": "hiredis" if redis.utils.HIREDIS_AVAILABLE else "python",
-                "broker": "dramatiq.brokers.redis.RedisBroker",
-                "broker_namespace": self._ns,
-                "maintenance_chance": self._broker.maintenance_chance,
-                "heartbeat_timeout_ms": self._broker.heartbeat_timeout,
-                "poll_max_ms": self._poll_max_ms,
-                "socket_timeout_s": self._socket_timeout_s,
-                "connect_timeout_s": self.options.connect_timeout_s,
-            },
-            "server": {
-                "kind": "redis",
-                "version": info.get("redis_version"),
-                "mode": info.get("redis_mode"),
-            },
-            "durability": self._durability(),
-            "glue": list(self.glue),
+        client = {
+            "broker": "dramatiq.brokers.redis.RedisBroker",
+            "broker_namespace": self._ns,
+            "maintenance_chance": self._broker.maintenance_chance,
+            "heartbeat_timeout_ms": self._broker.heartbeat_timeout,
+            "poll_max_ms": self._poll_max_ms,
         }
-
-    def _durability(self) -> dict[str, Any]:
-        def config_get() -> dict[str, str] | str:
-            try:
-                raw = self._redis.config_get("appendonly", "appendfsync", "save")
-            except redis.exceptions.ResponseError as exc:
-                return str(exc)
-            return {_text(k): _text(v) for k, v in raw.items()}
-
-        cfg = self._call(config_get, repeatable=True)
-        if isinstance(cfg, str):
-            return {
-                "config": f"unavailable: CONFIG GET was refused ({cfg})",
-                "server_crash_durable": None,
-            }
-        durable = cfg.get("appendonly") == "yes" and cfg.get("appendfsync") == "always"
         return {
-            "appendonly": cfg.get("appendonly"),
-            "appendfsync": cfg.get("appendfsync"),
-            "save": cfg.get("save"),
-            "server_crash_durable": durable,
+            **self._link.describe("dramatiq", aof_fallback=False, **client),
+            "glue": list(self.glue),
         }
 
     def destroy(self) -> None:
         """Delete every key of the engine's Dramatiq namespace: queues, message hashes, acks
         sets, heartbeats, dead letters, and the glue."""
         self._check_open()
-
-        def unlink_all() -> None:
-            keys = list(self._redis.scan_iter(match=f"{self._ns}:*", count=1000))
-            for i in range(0, len(keys), 500):
-                self._redis.unlink(*keys[i : i + 500])
-
-        self._call(unlink_all, repeatable=True)
+        self._call(lambda: unlink_matching(self._redis, f"{self._ns}:*"), repeatable=True)
 
     def _close(self) -> None:
-        self._redis.close()
-        self._pool.disconnect()
+        self._link.close()
 
 
 # ---------------------------------------------------------------------- small conversions
@@ -609,21 +485,21 @@ def _check_poll(poll_max_ms: object) -> int:
     return poll_max_ms
 
 
-def _utf8(text: str) -> str:
-    return text.encode("utf-8", "replace").decode("utf-8")
+def _unwrap_closed(op: Callable[[], T]) -> Callable[[], T]:
+    """``op``, raising the redis-py error inside a Dramatiq ``ConnectionClosed`` (Dramatiq's
+    broker wraps it), or ``NotSentError`` when there is none (the connection was gone before
+    the command was sent), so ``RedisLink.call`` judges it like any other Redis error."""
 
+    def run() -> T:
+        try:
+            return op()
+        except dramatiq.errors.ConnectionClosed as closed:
+            inner = closed.message
+            if isinstance(inner, Exception):
+                raise inner from closed
+            raise NotSentError(str(closed)) from closed
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
-def _token(msg: PendingMessageWithId) -> str:
-    assert msg.claim is not None  # checked by the base class
-    return str(msg.claim.token)
+    return run
 
 
 def _stale(msg: PendingMessageWithId) -> StaleClaimError:
@@ -632,10 +508,3 @@ def _stale(msg: PendingMessageWithId) -> StaleClaimError:
         f"message {msg.id} is no longer held by claim {token}: its lease expired and it was "
         "delivered again, or it was reset; do not acknowledge it"
     )
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None

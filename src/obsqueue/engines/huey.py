@@ -106,6 +106,7 @@ from obsqueue.engines.huey_glue import (
     unblock,
 )
 from obsqueue.engines.huey_stores import RedisGlue, SqliteGlue
+from obsqueue.engines.redis_link import NOT_REACHED, RedisLink, library_versions
 from obsqueue.engines.tasks import record_observation
 from obsqueue.errors import (
     EngineUnavailableError,
@@ -443,6 +444,28 @@ class _HueyEngine(ObservationQueueEngine):
 # ------------------------------------------------------------------------ huey+redis://
 
 
+class _HueyLink(RedisLink):
+    """The shared Redis layer (``redis_link``) under this adapter's rule: every call runs
+    once, never retried, since one call may bundle several of Huey's and the glue's writes
+    (so ``repeatable`` is not consulted); a connection error says a write in flight may or may
+    not have happened."""
+
+    REFUSALS: ClassVar[tuple[str, ...]] = ("OOM", "MISCONF", "READONLY", "NOPERM", "LOADING")
+
+    def call(self, op: Callable[[], T], *, repeatable: bool = False) -> T:
+        try:
+            return op()
+        except NOT_REACHED as exc:
+            self.check_open()
+            raise self.unavailable(
+                exc, "is the server running? a write in flight may or may not have happened"
+            ) from exc
+        except redis.exceptions.ResponseError as exc:
+            if not str(exc).startswith(self.REFUSALS):
+                raise
+            raise self.unavailable(exc, "the server refused the command") from exc
+
+
 class HueyRedisEngine(_HueyEngine):
     """Huey's ``RedisHuey`` (one list per session) plus the glue in the same Redis."""
 
@@ -463,21 +486,17 @@ class HueyRedisEngine(_HueyEngine):
         super().__init__(url, **options)
         _require_seconds("socket_timeout_s", socket_timeout_s)
         self._redis_url = "redis://" + url.partition("://")[2]
-        timeout = self.options.connect_timeout_s
-        self._pool = redis.ConnectionPool.from_url(
+        self._link = _HueyLink(
             self._redis_url,
-            socket_connect_timeout=timeout,
-            socket_timeout=float(socket_timeout_s),
-            retry=Retry(NoBackoff(), 0),
+            shown_url=url,
+            connect_timeout_s=self.options.connect_timeout_s,
+            socket_timeout_s=float(socket_timeout_s),
             max_connections=max_connections,
+            check_open=self._check_open,
         )
-        self._redis = redis.Redis(connection_pool=self._pool)
+        self._redis: redis.Redis[bytes] = self._link.client
         self._store = RedisGlue(self._redis, self.options.namespace, float(socket_timeout_s))
-        try:
-            self._call(self._ping)
-        except BaseException:
-            self._pool.disconnect()
-            raise
+        self._link.check_reachable(self._ping)
 
     def _ping(self) -> None:
         """PING on a throwaway client whose every timeout is ``connect_timeout_s``, so a server
@@ -496,60 +515,28 @@ class HueyRedisEngine(_HueyEngine):
 
     def _new_huey(self, name: str) -> Any:
         return RedisHuey(
-            name, results=False, connection_pool=self._pool, blocking=False, clean_name=False
+            name, results=False, connection_pool=self._link.pool, blocking=False, clean_name=False
         )
 
     def _raw_queue(self, huey: Any) -> list[bytes]:
         return list(reversed(self._redis.lrange(huey.storage.queue_key, 0, -1)))
 
     def _call(self, op: Callable[[], T]) -> T:
-        try:
-            return op()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            self._check_open()
-            raise self._unavailable(
-                exc, "is the server running? a write in flight may or may not have happened"
-            ) from exc
-        except redis.exceptions.ResponseError as exc:
-            if not str(exc).startswith(("OOM", "MISCONF", "READONLY", "NOPERM", "LOADING")):
-                raise
-            raise self._unavailable(exc, "the server refused the command") from exc
-
-    def _unavailable(self, exc: Exception, hint: str) -> EngineUnavailableError:
-        return EngineUnavailableError(
-            f"Redis at {redact_url(self.url)} failed: {exc} ({hint}); check the server and retry"
-        )
+        return self._link.call(op)
 
     def describe(self) -> dict[str, Any]:
         self._check_open()
-        info = self._call(lambda: self._redis.info("server"))
+        server = self._link.server(mode=False)
         return {
-            "library": {
-                "huey": _version("huey"),
-                "redis": _version("redis"),
-                "hiredis": _version("hiredis"),
-            },
+            "library": library_versions("huey"),
             "client": {"connect_timeout_s": self.options.connect_timeout_s},
-            "server": {"kind": "redis", "version": info.get("redis_version")},
-            "durability": self._call(self._durability),
+            "server": server,
+            "durability": self._link.durability(aof_fallback=False),
         }
-
-    def _durability(self) -> dict[str, Any]:
-        try:
-            cfg = self._redis.config_get("appendonly", "appendfsync", "save")
-        except redis.exceptions.ResponseError as exc:  # renamed, disabled or not permitted
-            return {
-                "config": f"unavailable: CONFIG GET was refused ({exc})",
-                "server_crash_durable": None,
-            }
-        found = {_s(k): _s(v) for k, v in cfg.items()}
-        always = found.get("appendonly") == "yes" and found.get("appendfsync") == "always"
-        return {**found, "server_crash_durable": always}
 
     def _close(self) -> None:
         self._release_hueys()
-        self._redis.close()
-        self._pool.disconnect()
+        self._link.close()
 
 
 # ----------------------------------------------------------------------- huey+sqlite://
@@ -713,10 +700,6 @@ def _raw(
         lease_expires_at_ms=held.lease_ms if held is not None and token is not None else None,
         last_error=held.error if held is not None else error,
     )
-
-
-def _s(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _version(distribution: str) -> str | None:

@@ -26,6 +26,7 @@ import redis
 
 from obsqueue.engines.base import now_ms
 from obsqueue.engines.huey_glue import DeadRow, GlueStore, Prepared, Slot, Tx, decide_existing
+from obsqueue.engines.redis_link import text, unlink_matching
 from obsqueue.engines.sqlfile import load_queries
 
 __all__ = ["RedisGlue", "SqliteGlue"]
@@ -164,7 +165,7 @@ class RedisGlue(GlueStore):
         if not ids:
             return {}
         values = self._r.mget([self._k("env:", i) for i in ids])
-        return {i: _text(v) for i, v in zip(ids, values, strict=True) if v is not None}
+        return {i: text(v) for i, v in zip(ids, values, strict=True) if v is not None}
 
     def dead(self) -> list[DeadRow]:
         rows = self._r.hgetall(self._k("dead"))
@@ -172,7 +173,7 @@ class RedisGlue(GlueStore):
         return sorted(out, key=lambda r: r.id)
 
     def sessions(self) -> list[str]:
-        return sorted(_text(s) for s in self._r.smembers(self._k("sessions")))
+        return sorted(text(s) for s in self._r.smembers(self._k("sessions")))
 
     def wake(self, session: str) -> None:
         pipe = self._r.pipeline(transaction=False)
@@ -188,16 +189,10 @@ class RedisGlue(GlueStore):
             self._r.blpop([self._k("w:", session)], timeout=timeout)
 
     def destroy(self) -> None:
-        keys = list(self._r.scan_iter(match=self._p + "*", count=1000))
-        for i in range(0, len(keys), 500):
-            self._r.unlink(*keys[i : i + 500])
+        unlink_matching(self._r, self._p + "*")
 
     def close(self) -> None:
         """The client belongs to the engine, which closes it."""
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def _rec(raw: str | bytes) -> tuple[int, str, int]:

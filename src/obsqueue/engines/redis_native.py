@@ -43,7 +43,8 @@ acknowledged writes can be lost, and without persistence everything is; ``descri
 settings from the live server so results say which guarantee was measured.
 
 Connection errors: redis-py retries nothing by itself here (a script whose reply was lost may have
-run). This module retries, with backoff and for at most ``connect_timeout_s``, only what is safe:
+run). The engine retries (through ``redis_link``, the connection layer the Redis-backed engines
+share), with backoff and for at most ``connect_timeout_s``, only what is safe:
 reads, lease extension, and any command that failed before it was sent (connecting, or the server
 still loading its data). Otherwise it raises ``EngineUnavailableError`` saying the outcome is
 unknown. Pooled connections broken by a server restart are replaced when next checked out, so the
@@ -58,18 +59,10 @@ refused (``InvalidMessageError``): Redis-py sends UTF-8 only.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from functools import cache
-from importlib import metadata, resources
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import redis
-import redis.connection
-import redis.exceptions
-import redis.utils
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from obsqueue.engines.base import (
     Capability,
@@ -81,53 +74,20 @@ from obsqueue.engines.base import (
     RawMessage,
     decode_payload,
 )
-from obsqueue.errors import (
-    EngineUnavailableError,
-    InvalidMessageError,
-    StaleClaimError,
-    redact_url,
+from obsqueue.engines.redis_link import (
+    RedisLink,
+    claim_token,
+    scan_keys,
+    socket_timeout,
+    storable,
+    to_ms,
+    unlink_matching,
 )
+from obsqueue.errors import InvalidMessageError, StaleClaimError
 
 __all__ = ["RedisEngine"]
 
-T = TypeVar("T")
-
 SCRIPTS = ("enqueue", "claim", "ack", "fail", "extend", "reset", "clear")
-_NOT_REACHED = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-_REFUSALS = ("OOM", "MISCONF", "READONLY", "NOREPLICAS", "MASTERDOWN", "NOPERM")
-_NO_AUTH = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
-
-
-@cache
-def load_script(name: str) -> str:
-    """The text of ``native_<name>.lua``, prefixed with the shared ``native_common.lua``."""
-    folder = resources.files("obsqueue.engines").joinpath("lua")
-    common = folder.joinpath("native_common.lua").read_text("utf-8")
-    return common + "\n" + folder.joinpath(f"native_{name}.lua").read_text("utf-8")
-
-
-class _NotSentError(redis.exceptions.ConnectionError):
-    """Connecting failed, so the command that needed the connection was never sent."""
-
-
-def _connection_class(url: str) -> type[redis.connection.AbstractConnection]:
-    """The connection class redis-py would pick for ``url``, tagging connect failures."""
-    scheme = url.partition("://")[0].lower()
-    base: type[redis.connection.AbstractConnection] = {
-        "unix": redis.connection.UnixDomainSocketConnection,
-        "rediss": redis.connection.SSLConnection,
-    }.get(scheme, redis.connection.Connection)
-
-    class TaggedConnection(base):  # type: ignore[misc,valid-type]
-        def connect(self) -> None:
-            try:
-                super().connect()
-            except _NO_AUTH:
-                raise
-            except _NOT_REACHED as exc:
-                raise _NotSentError(str(exc)) from exc
-
-    return TaggedConnection
 
 
 class RedisEngine(ObservationQueueEngine):
@@ -148,85 +108,27 @@ class RedisEngine(ObservationQueueEngine):
         **options: Any,
     ) -> None:
         super().__init__(url, **options)
-        if not isinstance(socket_timeout_s, int | float) or not socket_timeout_s > 0:
-            raise InvalidMessageError(
-                "socket_timeout_s",
-                f"must be a positive number of seconds, got {socket_timeout_s!r}",
-            )
-        self._socket_timeout_s = float(socket_timeout_s)
+        timeout_s = socket_timeout(socket_timeout_s, allow_bool=True)
         self._prefix = "{" + self.options.namespace + "}:"
-        self._pool = redis.ConnectionPool.from_url(
+        self._link = RedisLink(
             url,
-            connection_class=_connection_class(url),
-            socket_connect_timeout=self.options.connect_timeout_s,
-            socket_timeout=self._socket_timeout_s,
-            retry=Retry(NoBackoff(), 0),
+            shown_url=url,
+            connect_timeout_s=self.options.connect_timeout_s,
+            socket_timeout_s=timeout_s,
             max_connections=max_connections,
+            check_open=self._check_open,
             decode_responses=True,
         )
-        self._redis: redis.Redis[str] = redis.Redis(
-            connection_pool=self._pool, decode_responses=True
-        )
-        try:
-            self._call(self._ping_by_deadline(), repeatable=True)
-        except BaseException:
-            self._pool.disconnect()
-            raise
-        self._scripts = {name: self._redis.register_script(load_script(name)) for name in SCRIPTS}
+        self._redis: redis.Redis[str] = self._link.client
+        self._link.check_reachable()
+        self._scripts = self._link.scripts("native", SCRIPTS)
 
-    # ------------------------------------------------------------------- errors and retries
-
-    def _call(self, op: Callable[[], T], *, repeatable: bool) -> T:
-        """Run ``op``; retry while that is safe and ``connect_timeout_s`` lasts; translate."""
-        deadline = time.monotonic() + self.options.connect_timeout_s
-        delay_s = 0.02
-        while True:
-            try:
-                return op()
-            except _NO_AUTH as exc:
-                raise self._unavailable(exc, "check the user name and password") from exc
-            except _NOT_REACHED as exc:
-                safe = repeatable or isinstance(
-                    exc, _NotSentError | redis.exceptions.BusyLoadingError
-                )
-                self._check_open()  # closed meanwhile: say so, not "unavailable"
-                if not safe or time.monotonic() + delay_s > deadline:
-                    hint = "is the server running?" if safe else "the outcome is unknown"
-                    raise self._unavailable(exc, hint) from exc
-            except redis.exceptions.ResponseError as exc:
-                if not str(exc).startswith(_REFUSALS):
-                    raise
-                raise self._unavailable(exc, "the server refused the command") from exc
-            time.sleep(delay_s)
-            delay_s = min(delay_s * 2, 0.5)
-
-    def _ping_by_deadline(self) -> Callable[[], None]:
-        """A PING on a fresh connection whose timeouts end with ``connect_timeout_s``, so even
-        a server that accepts and never answers is reported within that time."""
-        deadline = time.monotonic() + self.options.connect_timeout_s
-
-        def ping() -> None:
-            left = max(0.01, deadline - time.monotonic())
-            kwargs = {**self._pool.connection_kwargs, "socket_timeout": left}
-            conn = self._pool.connection_class(**{**kwargs, "socket_connect_timeout": left})
-            try:
-                conn.connect()
-                conn.send_command("PING")
-                conn.read_response()
-            finally:
-                conn.disconnect()
-
-        return ping
-
-    def _unavailable(self, exc: Exception, hint: str) -> EngineUnavailableError:
-        return EngineUnavailableError(
-            f"Redis at {redact_url(self.url)} failed: {exc} ({hint}); check the server and retry"
-        )
+    # ------------------------------------------------------------------------------ scripts
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[object]) -> Any:
         """Run a state-changing script once: its reply may be lost after it ran."""
         script = self._scripts[name]
-        return self._call(lambda: script(keys=list(keys), args=list(args)), repeatable=False)
+        return self._link.call(lambda: script(keys=list(keys), args=list(args)), repeatable=False)
 
     # ---------------------------------------------------------------------------- key names
 
@@ -264,14 +166,14 @@ class RedisEngine(ObservationQueueEngine):
             self._prefix,
             session_id,
             _utf8("consumer_id", consumer_id),
-            _ms(lease_s),
+            to_ms(lease_s),
             self.options.max_attempts,
         ]
         reply = self._run("claim", keys, args)
         return None if reply is None else _delivered(reply, session_id)
 
     def _mark_processed(self, msg: PendingMessageWithId) -> None:
-        token = _token(msg)
+        token = claim_token(msg)
         if not self._run("ack", [self._key("m:", msg.id)], [self._prefix, msg.id, token]):
             raise _stale(msg)
 
@@ -279,8 +181,8 @@ class RedisEngine(ObservationQueueEngine):
         args = [
             self._prefix,
             msg.id,
-            _token(msg),
-            reason.encode("utf-8", "replace").decode("utf-8"),
+            claim_token(msg),
+            storable(reason),
             int(retry),
             self.retry_delay_ms(msg.attempt),
             self.options.max_attempts,
@@ -290,18 +192,18 @@ class RedisEngine(ObservationQueueEngine):
 
     def _extend_lease(self, msg: PendingMessageWithId, lease_s: float) -> Claim:
         script = self._scripts["extend"]
-        keys, args = [self._key("m:", msg.id)], [_token(msg), _ms(lease_s)]
-        reply = self._call(lambda: script(keys=keys, args=args), repeatable=True)
+        keys, args = [self._key("m:", msg.id)], [claim_token(msg), to_ms(lease_s)]
+        reply = self._link.call(lambda: script(keys=keys, args=args), repeatable=True)
         if reply is None:
             raise _stale(msg)
-        return Claim(int(_token(msg)), int(reply[0]), reply[1] or "")
+        return Claim(int(claim_token(msg)), int(reply[0]), reply[1] or "")
 
     def _pending_count(self, session_id: str) -> int:
         key = self._session_key(session_id)
-        return int(self._call(lambda: self._redis.zcard(key), repeatable=True))
+        return int(self._link.call(lambda: self._redis.zcard(key), repeatable=True))
 
     def _total_depth(self) -> int:
-        depth = self._call(lambda: self._redis.get(self._key("depth")), repeatable=True)
+        depth = self._link.call(lambda: self._redis.get(self._key("depth")), repeatable=True)
         return max(0, int(depth or 0))
 
     def _clear_pending(self, session_id: str) -> int:
@@ -319,15 +221,8 @@ class RedisEngine(ObservationQueueEngine):
         return None  # the wake list itself remembers a wake that comes before the wait
 
     def _wait_for_work(self, session_id: str, timeout_s: float, mark: object) -> None:
-        timeout = round(min(timeout_s, self._socket_timeout_s / 2), 3)
-        if timeout < 0.001 or self._closed:
-            return  # BLPOP with timeout 0 would block forever
-        started = time.monotonic()
-        try:
-            self._redis.blpop([self._key("w:", session_id)], timeout=timeout)
-        except _NOT_REACHED:
-            # Only a hint: sleep out the slice; the next claim reports the outage.
-            time.sleep(max(0.0, timeout - (time.monotonic() - started)))
+        if not self._closed:
+            self._link.wait_for_wake(self._key("w:", session_id), timeout_s)
 
     # ------------------------------------------------------------- oracle, describe, destroy
 
@@ -336,7 +231,7 @@ class RedisEngine(ObservationQueueEngine):
         start = len(self._key("m:"))
 
         def read() -> list[RawMessage]:
-            ids = sorted({int(k[start:]) for k in self._scan(self._key("m:*"))})
+            ids = sorted({int(k[start:]) for k in scan_keys(self._redis, self._key("m:*"))})
             pipe = self._redis.pipeline(transaction=True)  # one snapshot of every message
             for message_id in ids:
                 pipe.hgetall(self._key("m:", message_id))
@@ -345,65 +240,18 @@ class RedisEngine(ObservationQueueEngine):
             rows = zip(ids, replies[::2], replies[1::2], strict=True)
             return [_raw(message_id, h, p) for message_id, h, p in rows if h]
 
-        return self._call(read, repeatable=True)
-
-    def _scan(self, pattern: str) -> list[str]:
-        return list(self._redis.scan_iter(match=pattern, count=1000))
+        return self._link.call(read, repeatable=True)
 
     def describe(self) -> dict[str, Any]:
         self._check_open()
-        info = self._call(lambda: self._redis.info("server"), repeatable=True)
-        return {
-            "library": {"redis": _version("redis"), "hiredis": _version("hiredis")},
-            "client": {
-                "parser": "hiredis" if redis.utils.HIREDIS_AVAILABLE else "python",
-                "socket_timeout_s": self._socket_timeout_s,
-                "connect_timeout_s": self.options.connect_timeout_s,
-            },
-            "server": {
-                "kind": "redis",
-                "version": info.get("redis_version"),
-                "mode": info.get("redis_mode"),
-            },
-            "durability": self._durability(),
-        }
-
-    def _durability(self) -> dict[str, Any]:
-        def config_get() -> dict[str, str] | str:
-            try:
-                return dict(self._redis.config_get("appendonly", "appendfsync", "save"))
-            except redis.exceptions.ResponseError as exc:  # renamed, disabled or not permitted
-                return str(exc)
-
-        cfg = self._call(config_get, repeatable=True)
-        if isinstance(cfg, str):
-            persistence = self._call(lambda: self._redis.info("persistence"), repeatable=True)
-            return {
-                "config": f"unavailable: CONFIG GET was refused ({cfg})",
-                "aof_enabled": bool(persistence.get("aof_enabled")),
-                "server_crash_durable": None,
-            }
-        durable = cfg.get("appendonly") == "yes" and cfg.get("appendfsync") == "always"
-        return {
-            "appendonly": cfg.get("appendonly"),
-            "appendfsync": cfg.get("appendfsync"),
-            "save": cfg.get("save"),
-            "server_crash_durable": durable,
-        }
+        return self._link.describe(aof_fallback=True)
 
     def destroy(self) -> None:
         self._check_open()
-
-        def unlink_all() -> None:
-            keys = self._scan(self._key("*"))
-            for i in range(0, len(keys), 500):
-                self._redis.unlink(*keys[i : i + 500])
-
-        self._call(unlink_all, repeatable=True)
+        self._link.call(lambda: unlink_matching(self._redis, self._key("*")), repeatable=True)
 
     def _close(self) -> None:
-        self._redis.close()
-        self._pool.disconnect()
+        self._link.close()
 
 
 # ---------------------------------------------------------------------- replies to objects
@@ -418,15 +266,6 @@ def _utf8(field: str, value: str) -> str:
             field, "contains a lone surrogate, which Redis cannot store"
         ) from None
     return value
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
-def _token(msg: PendingMessageWithId) -> str:
-    assert msg.claim is not None  # checked by the base class
-    return str(msg.claim.token)
 
 
 def _stale(msg: PendingMessageWithId) -> StaleClaimError:
@@ -469,10 +308,3 @@ def _raw(message_id: int, h: dict[str, str], payload: str) -> RawMessage:
         lease_expires_at_ms=None if token is None else int(h["lease_expires_at"]),
         last_error=h.get("last_error"),
     )
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None

@@ -75,19 +75,11 @@ consumer that may outlive its lease calls ``extend_lease(msg)``. Single-node Red
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from functools import cache
-from importlib import metadata, resources
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import redis
-import redis.connection
-import redis.exceptions
-import redis.utils
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.queue import Queue
@@ -106,49 +98,21 @@ from obsqueue.engines.base import (
     PendingMessageWithId,
     RawMessage,
 )
-from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError, redact_url
+from obsqueue.engines.redis_link import (
+    RedisLink,
+    claim_token,
+    scan_keys,
+    socket_timeout,
+    storable,
+    to_ms,
+    unlink_matching,
+)
+from obsqueue.errors import StaleClaimError
 
 __all__ = ["RqEngine"]
 
-T = TypeVar("T")
-
 SCRIPTS = ("enqueue", "claim", "ack", "fail", "extend", "reset", "clear")
-_NOT_REACHED = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-_REFUSALS = ("OOM", "MISCONF", "READONLY", "NOREPLICAS", "MASTERDOWN", "NOPERM")
-_NO_AUTH = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 _STATUS: dict[str, MessageStatus] = {"queued": "pending", "started": "processing", "failed": "dead"}
-
-
-@cache
-def load_script(name: str) -> str:
-    """The text of ``rq_<name>.lua``, prefixed with the shared ``rq_common.lua``."""
-    folder = resources.files("obsqueue.engines").joinpath("lua")
-    common = folder.joinpath("rq_common.lua").read_text("utf-8")
-    return common + "\n" + folder.joinpath(f"rq_{name}.lua").read_text("utf-8")
-
-
-class _NotSentError(redis.exceptions.ConnectionError):
-    """Connecting failed, so the command that needed the connection was never sent."""
-
-
-def _connection_class(url: str) -> type[redis.connection.AbstractConnection]:
-    """The connection class redis-py would pick for ``url``, tagging connect failures."""
-    scheme = url.partition("://")[0].lower()
-    base: type[redis.connection.AbstractConnection] = {
-        "unix": redis.connection.UnixDomainSocketConnection,
-        "rediss": redis.connection.SSLConnection,
-    }.get(scheme, redis.connection.Connection)
-
-    class TaggedConnection(base):  # type: ignore[misc,valid-type]
-        def connect(self) -> None:
-            try:
-                super().connect()
-            except _NO_AUTH:
-                raise
-            except _NOT_REACHED as exc:
-                raise _NotSentError(str(exc)) from exc
-
-    return TaggedConnection
 
 
 class RqEngine(ObservationQueueEngine):
@@ -183,27 +147,18 @@ class RqEngine(ObservationQueueEngine):
         **options: Any,
     ) -> None:
         super().__init__(url, **options)
-        if not isinstance(socket_timeout_s, int | float) or not socket_timeout_s > 0:
-            raise InvalidMessageError(
-                "socket_timeout_s",
-                f"must be a positive number of seconds, got {socket_timeout_s!r}",
-            )
-        self._socket_timeout_s = float(socket_timeout_s)
+        timeout_s = socket_timeout(socket_timeout_s, allow_bool=True)
         redis_url = url.split("+", 1)[1] if url.lower().startswith("rq+") else url
-        self._pool = redis.ConnectionPool.from_url(
+        self._link = RedisLink(
             redis_url,
-            connection_class=_connection_class(redis_url),
-            socket_connect_timeout=self.options.connect_timeout_s,
-            socket_timeout=self._socket_timeout_s,
-            retry=Retry(NoBackoff(), 0),
+            shown_url=url,
+            connect_timeout_s=self.options.connect_timeout_s,
+            socket_timeout_s=timeout_s,
             max_connections=max_connections,
+            check_open=self._check_open,
         )
-        self._redis: redis.Redis[bytes] = redis.Redis(connection_pool=self._pool)
-        try:
-            self._call(self._ping_by_deadline(), repeatable=True)
-        except BaseException:
-            self._pool.disconnect()
-            raise
+        self._redis: redis.Redis[bytes] = self._link.client
+        self._link.check_reachable()
         ns = self.options.namespace
         self._queue_prefix = f"obsq:{ns}:"  # an RQ queue name is this prefix + the session id
         self._glue_prefix = f"obsq-rq:{ns}:"
@@ -215,62 +170,15 @@ class RqEngine(ObservationQueueEngine):
             StartedJobRegistry(self._queue_prefix, connection=self._redis).key,
             FailedJobRegistry(self._queue_prefix, connection=self._redis).key,
         )
-        self._scripts = {name: self._redis.register_script(load_script(name)) for name in SCRIPTS}
+        self._scripts = self._link.scripts("rq", SCRIPTS)
 
-    # ------------------------------------------------------------------- errors and retries
-
-    def _call(self, op: Callable[[], T], *, repeatable: bool) -> T:
-        """Run ``op``; retry while that is safe and ``connect_timeout_s`` lasts; translate."""
-        deadline = time.monotonic() + self.options.connect_timeout_s
-        delay_s = 0.02
-        while True:
-            try:
-                return op()
-            except _NO_AUTH as exc:
-                raise self._unavailable(exc, "check the user name and password") from exc
-            except _NOT_REACHED as exc:
-                safe = repeatable or isinstance(
-                    exc, _NotSentError | redis.exceptions.BusyLoadingError
-                )
-                self._check_open()  # closed meanwhile: say so, not "unavailable"
-                if not safe or time.monotonic() + delay_s > deadline:
-                    hint = "is the server running?" if safe else "the outcome is unknown"
-                    raise self._unavailable(exc, hint) from exc
-            except redis.exceptions.ResponseError as exc:
-                if not str(exc).startswith(_REFUSALS):
-                    raise
-                raise self._unavailable(exc, "the server refused the command") from exc
-            time.sleep(delay_s)
-            delay_s = min(delay_s * 2, 0.5)
-
-    def _ping_by_deadline(self) -> Callable[[], None]:
-        """A PING on a fresh connection whose timeouts end with ``connect_timeout_s``, so even
-        a server that accepts and never answers is reported within that time."""
-        deadline = time.monotonic() + self.options.connect_timeout_s
-
-        def ping() -> None:
-            left = max(0.01, deadline - time.monotonic())
-            kwargs = {**self._pool.connection_kwargs, "socket_timeout": left}
-            conn = self._pool.connection_class(**{**kwargs, "socket_connect_timeout": left})
-            try:
-                conn.connect()
-                conn.send_command("PING")
-                conn.read_response()
-            finally:
-                conn.disconnect()
-
-        return ping
-
-    def _unavailable(self, exc: Exception, hint: str) -> EngineUnavailableError:
-        return EngineUnavailableError(
-            f"Redis at {redact_url(self.url)} failed: {exc} ({hint}); check the server and retry"
-        )
+    # ------------------------------------------------------------------------------ scripts
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[object]) -> Any:
         """Run a state-changing script once (its reply may be lost after it ran)."""
         script = self._scripts[name]
         argv = [*self._layout, *args]
-        return self._call(lambda: script(keys=list(keys), args=argv), repeatable=False)
+        return self._link.call(lambda: script(keys=list(keys), args=argv), repeatable=False)
 
     # ------------------------------------------------------------------------ RQ's objects
 
@@ -319,8 +227,8 @@ class RqEngine(ObservationQueueEngine):
     def _claim_next(
         self, session_id: str, consumer_id: str, lease_s: float
     ) -> PendingMessageWithId | None:
-        consumer = _utf8(consumer_id)
-        args = [session_id, consumer, _ms(lease_s), self.options.max_attempts]
+        consumer = storable(consumer_id)
+        args = [session_id, consumer, to_ms(lease_s), self.options.max_attempts]
         reply = self._run("claim", self._session_keys(session_id), args)
         if reply is None:
             return None
@@ -351,17 +259,17 @@ class RqEngine(ObservationQueueEngine):
             except NoSuchJobError:
                 return None
 
-        return self._call(fetch, repeatable=True)
+        return self._link.call(fetch, repeatable=True)
 
     def _mark_processed(self, msg: PendingMessageWithId) -> None:
-        if not self._run("ack", [], [msg.id, _token(msg)]):
+        if not self._run("ack", [], [msg.id, claim_token(msg)]):
             raise _stale(msg)
 
     def _mark_failed(self, msg: PendingMessageWithId, reason: str, retry: bool) -> None:
         args = [
             msg.id,
-            _token(msg),
-            _utf8(reason),
+            claim_token(msg),
+            storable(reason),
             int(retry),
             self.retry_delay_ms(msg.attempt),
             self.options.max_attempts,
@@ -371,11 +279,11 @@ class RqEngine(ObservationQueueEngine):
 
     def _extend_lease(self, msg: PendingMessageWithId, lease_s: float) -> Claim:
         script = self._scripts["extend"]
-        args = [*self._layout, msg.id, _token(msg), _ms(lease_s)]
-        reply = self._call(lambda: script(keys=[], args=args), repeatable=True)
+        args = [*self._layout, msg.id, claim_token(msg), to_ms(lease_s)]
+        reply = self._link.call(lambda: script(keys=[], args=args), repeatable=True)
         if reply is None:
             raise _stale(msg)
-        return Claim(int(_token(msg)), int(reply[0]), (reply[1] or b"").decode())
+        return Claim(int(claim_token(msg)), int(reply[0]), (reply[1] or b"").decode())
 
     def _pending_count(self, session_id: str) -> int:
         queue_key, started_key = self._session_keys(session_id)
@@ -386,10 +294,10 @@ class RqEngine(ObservationQueueEngine):
             pipe.zcard(started_key)
             return sum(int(n) for n in pipe.execute())
 
-        return self._call(count, repeatable=True)
+        return self._link.call(count, repeatable=True)
 
     def _total_depth(self) -> int:
-        depth = self._call(lambda: self._redis.get(self._key("depth")), repeatable=True)
+        depth = self._link.call(lambda: self._redis.get(self._key("depth")), repeatable=True)
         return max(0, int(depth or 0))
 
     def _clear_pending(self, session_id: str) -> int:
@@ -405,15 +313,8 @@ class RqEngine(ObservationQueueEngine):
         return None  # the wake list itself remembers a wake that comes before the wait
 
     def _wait_for_work(self, session_id: str, timeout_s: float, mark: object) -> None:
-        timeout = round(min(timeout_s, self._socket_timeout_s / 2), 3)
-        if timeout < 0.001 or self._closed:
-            return  # BLPOP with timeout 0 would block forever
-        started = time.monotonic()
-        try:
-            self._redis.blpop([self._key(f"w:{session_id}")], timeout=timeout)
-        except _NOT_REACHED:
-            # Only a hint: sleep out the slice; the next claim reports the outage.
-            time.sleep(max(0.0, timeout - (time.monotonic() - started)))
+        if not self._closed:
+            self._link.wait_for_wake(self._key(f"w:{session_id}"), timeout_s)
 
     # ------------------------------------------------------------- oracle, describe, destroy
 
@@ -421,11 +322,11 @@ class RqEngine(ObservationQueueEngine):
         """Every stored message, read from RQ's job hashes and registries plus the glue hashes
         in one MULTI snapshot; RQ's ``Job.restore`` decodes each job."""
         self._check_open()
-        return self._call(self._read_all, repeatable=True)
+        return self._link.call(self._read_all, repeatable=True)
 
     def _read_all(self) -> list[RawMessage]:
         start = len(self._key("m:"))
-        ids = sorted(int(k[start:]) for k in self._scan(self._key("m:*")))
+        ids = sorted(int(k[start:]) for k in scan_keys(self._redis, self._key("m:*")))
         pipe = self._redis.pipeline(transaction=False)
         for message_id in ids:
             pipe.hget(self._key(f"m:{message_id}"), "session")  # never changes
@@ -473,55 +374,13 @@ class RqEngine(ObservationQueueEngine):
             last_error=None if last_error is None else last_error.decode(),
         )
 
-    def _scan(self, pattern: str) -> list[bytes]:
-        return list(self._redis.scan_iter(match=pattern, count=1000))
-
     def describe(self) -> dict[str, Any]:
         self._check_open()
-        info = self._call(lambda: self._redis.info("server"), repeatable=True)
         return {
-            "library": {
-                "rq": _version("rq"),
-                "redis": _version("redis"),
-                "hiredis": _version("hiredis"),
-            },
-            "client": {
-                "parser": "hiredis" if redis.utils.HIREDIS_AVAILABLE else "python",
-                "serializer": "rq.serializers.JSONSerializer",
-                "socket_timeout_s": self._socket_timeout_s,
-                "connect_timeout_s": self.options.connect_timeout_s,
-            },
-            "server": {
-                "kind": "redis",
-                "version": info.get("redis_version"),
-                "mode": info.get("redis_mode"),
-            },
-            "durability": self._durability(),
+            **self._link.describe(
+                "rq", aof_fallback=True, serializer="rq.serializers.JSONSerializer"
+            ),
             "glue": list(self.glue),
-        }
-
-    def _durability(self) -> dict[str, Any]:
-        def config_get() -> dict[str, str] | str:
-            try:
-                raw = self._redis.config_get("appendonly", "appendfsync", "save")
-            except redis.exceptions.ResponseError as exc:  # renamed, disabled or not permitted
-                return str(exc)
-            return {_text(k): _text(v) for k, v in raw.items()}
-
-        cfg = self._call(config_get, repeatable=True)
-        if isinstance(cfg, str):
-            persistence = self._call(lambda: self._redis.info("persistence"), repeatable=True)
-            return {
-                "config": f"unavailable: CONFIG GET was refused ({cfg})",
-                "aof_enabled": bool(persistence.get("aof_enabled")),
-                "server_crash_durable": None,
-            }
-        durable = cfg.get("appendonly") == "yes" and cfg.get("appendfsync") == "always"
-        return {
-            "appendonly": cfg.get("appendonly"),
-            "appendfsync": cfg.get("appendfsync"),
-            "save": cfg.get("save"),
-            "server_crash_durable": durable,
         }
 
     def destroy(self) -> None:
@@ -538,44 +397,23 @@ class RqEngine(ObservationQueueEngine):
         ]
 
         def unlink_all() -> None:
-            keys = [key for pattern in patterns for key in self._scan(pattern)]
-            for i in range(0, len(keys), 500):
-                self._redis.unlink(*keys[i : i + 500])
+            unlink_matching(self._redis, *patterns)
             known = self._redis.smembers(Queue.redis_queues_keys)
             ours = [k for k in known if k.decode().startswith(queue_prefix)]
             if ours:
                 self._redis.srem(Queue.redis_queues_keys, *ours)
 
-        self._call(unlink_all, repeatable=True)
+        self._link.call(unlink_all, repeatable=True)
 
     def _close(self) -> None:
-        self._redis.close()
-        self._pool.disconnect()
+        self._link.close()
 
 
 # ---------------------------------------------------------------------- small conversions
 
 
-def _utf8(text: str) -> str:
-    """Free text (a reason, a consumer id) as Redis can store it: lone surrogates replaced."""
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
 def _epoch_ms(moment: datetime | None) -> int | None:
     return None if moment is None else round(moment.timestamp() * 1000)
-
-
-def _token(msg: PendingMessageWithId) -> str:
-    assert msg.claim is not None  # checked by the base class
-    return str(msg.claim.token)
 
 
 def _stale(msg: PendingMessageWithId) -> StaleClaimError:
@@ -584,10 +422,3 @@ def _stale(msg: PendingMessageWithId) -> StaleClaimError:
         f"message {msg.id} is no longer held by claim {token}: its lease expired and it was "
         "delivered again, or it was reset; do not acknowledge it"
     )
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
