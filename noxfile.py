@@ -28,6 +28,7 @@ ENGINES = [
     "redis://?server_durability=none",
     "rq+redis://",
     "dramatiq+redis://",
+    "dramatiq+amqp://",
     "huey+redis://",
     "huey+sqlite://",
 ]

@@ -401,8 +401,12 @@ def test_connection_closed_is_judged_by_the_redis_error_inside(
     engine.close()
 
 
-def test_amqp_is_refused_with_a_clear_message() -> None:
-    with pytest.raises(EngineUnavailableError, match="dramatiq\\+redis"):
+def test_amqp_is_its_own_engine() -> None:
+    """dramatiq+amqp:// opens DramatiqAmqpEngine; the Redis class still refuses it clearly."""
+    from obsqueue.engines import engine_class
+
+    assert engine_class("dramatiq+amqp://").__name__ == "DramatiqAmqpEngine"
+    with pytest.raises(EngineUnavailableError, match="DramatiqAmqpEngine"):
         DramatiqEngine("dramatiq+amqp://guest:guest@127.0.0.1:5672/")
 
 

@@ -47,6 +47,7 @@ _BUILTIN: tuple[EngineEntry, ...] = (
     EngineEntry("redis", "obsqueue.engines.redis_native:RedisEngine", "redis"),
     EngineEntry("rq+redis", "obsqueue.engines.rq:RqEngine", "rq"),
     EngineEntry("dramatiq+redis", "obsqueue.engines.dramatiq:DramatiqEngine", "dramatiq"),
+    EngineEntry("dramatiq+amqp", "obsqueue.engines.dramatiq_amqp:DramatiqAmqpEngine", "dramatiq"),
     EngineEntry("huey+redis", "obsqueue.engines.huey:HueyRedisEngine", "huey"),
     EngineEntry("huey+sqlite", "obsqueue.engines.huey:HueySqliteEngine", "huey"),
 )

@@ -66,7 +66,7 @@ written before ``enqueue`` returns. With ``appendonly yes`` + ``appendfsync alwa
 enqueue or ack survives kill -9 of the server; ``describe()`` reads the settings from the server.
 Claims are not renewed automatically: a consumer that may outlive its lease calls
 ``extend_lease``. Engine options: ``poll_max_ms``, ``socket_timeout_s``, ``max_connections``.
-``dramatiq+amqp://`` is not implemented by this class: opening it raises EngineUnavailableError.
+``dramatiq+amqp://`` is a separate engine: ``obsqueue.engines.dramatiq_amqp``.
 """
 
 from __future__ import annotations
@@ -192,8 +192,8 @@ class DramatiqEngine(ObservationQueueEngine):
         scheme, _, rest = url.partition("://")
         if scheme.lower() != "dramatiq+redis":
             raise EngineUnavailableError(
-                f"{redact_url(url)}: this engine implements dramatiq+redis:// only "
-                "(dramatiq+amqp:// is not implemented yet); use dramatiq+redis://host:port/db"
+                f"{redact_url(url)}: this engine implements dramatiq+redis:// only; "
+                "use dramatiq+redis://host:port/db (dramatiq+amqp:// is DramatiqAmqpEngine)"
             )
         return RedisLink(
             f"redis://{rest}",

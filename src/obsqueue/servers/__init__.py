@@ -24,6 +24,7 @@ ENV_VARS = {
 _THROWAWAY = {
     "postgres": ("obsqueue.servers.postgres", "throwaway_postgres", "external_postgres"),
     "redis": ("obsqueue.servers.redis", "throwaway_redis", "external_redis"),
+    "rabbitmq": ("obsqueue.servers.rabbitmq", "throwaway_rabbitmq", "external_rabbitmq"),
 }
 
 
@@ -38,6 +39,10 @@ def throwaway_source(kind: str) -> str:
         from obsqueue.servers.redis import find_binary
 
         return find_binary()
+    if kind == "rabbitmq":
+        from obsqueue.servers.rabbitmq import find_script
+
+        return find_script()
     raise ServerUnavailableError(f"obsqueue cannot start a throwaway {kind} server")
 
 
