@@ -76,6 +76,21 @@ def _timed_loops(enqueue: Any, claim_and_delete: Any, messages: int) -> tuple[fl
     return enqueued - start, time.perf_counter() - enqueued
 
 
+def _sql_loops(
+    execute: Any, q: dict[str, Any], params: dict[str, str], messages: int
+) -> tuple[float, float]:
+    """The SQL loops on one connection: INSERT; then claim (UPDATE … RETURNING) and DELETE."""
+
+    def claim_and_delete() -> bool:
+        row = execute(q["claim"], params).fetchone()
+        if row is None:
+            return False
+        execute(q["delete"], {"id": row[0]})
+        return True
+
+    return _timed_loops(lambda: execute(q["enqueue"], params), claim_and_delete, messages)
+
+
 def _postgres(dsn: str, messages: int, payload: str) -> tuple[float, float]:
     import psycopg
     from psycopg import sql
@@ -91,17 +106,7 @@ def _postgres(dsn: str, messages: int, payload: str) -> tuple[float, float]:
         conn.execute(q["create"])
         conn.execute(q["index"])
         try:
-
-            def claim_and_delete() -> bool:
-                row = conn.execute(q["claim"], params).fetchone()
-                if row is None:
-                    return False
-                conn.execute(q["delete"], {"id": row[0]})
-                return True
-
-            return _timed_loops(
-                lambda: conn.execute(q["enqueue"], params), claim_and_delete, messages
-            )
+            return _sql_loops(conn.execute, q, params, messages)
         finally:
             conn.execute(q["drop"])
 
@@ -118,15 +123,7 @@ def _sqlite(path: str, messages: int, payload: str) -> tuple[float, float]:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(q["create"])
-
-        def claim_and_delete() -> bool:
-            row = conn.execute(q["claim"], params).fetchone()
-            if row is None:
-                return False
-            conn.execute(q["delete"], {"id": row[0]})
-            return True
-
-        return _timed_loops(lambda: conn.execute(q["enqueue"], params), claim_and_delete, messages)
+        return _sql_loops(conn.execute, q, params, messages)
     finally:
         conn.close()
         for suffix in ("", "-wal", "-shm"):

@@ -241,14 +241,7 @@ class DramatiqEngine(ObservationQueueEngine):
         message_id = self._reserve(queue, field)
         if message_id < 0:
             return EnqueueResult(-message_id, duplicate=True)
-        envelope = {
-            "session_id": session_id,
-            "content_session_id": content_session_id,
-            "kind": message.kind,
-            "tool_use_id": message.tool_use_id,
-            "payload": message.payload,
-            "original_timestamp": message.original_timestamp,
-        }
+        envelope = tasks.observation_envelope(session_id, content_session_id, message)
         draft = self._actor.message_with_options(args=(envelope,), obsq_id=message_id)
         self._broker.declare_queue(queue)
         sent = self._call(

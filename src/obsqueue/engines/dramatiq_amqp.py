@@ -256,14 +256,7 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
     ) -> EnqueueResult:
         queue = amqp_queue_name(self._ns, session_id)
         message_id = self._next_id()
-        envelope = {
-            "session_id": session_id,
-            "content_session_id": content_session_id,
-            "kind": message.kind,
-            "tool_use_id": message.tool_use_id,
-            "payload": message.payload,
-            "original_timestamp": message.original_timestamp,
-        }
+        envelope = tasks.observation_envelope(session_id, content_session_id, message)
         draft = self._actor.message_with_options(args=(envelope,), obsq_id=message_id)
         with self._boundary("enqueue"):
             self._register(queue)

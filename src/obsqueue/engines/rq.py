@@ -202,14 +202,7 @@ class RqEngine(ObservationQueueEngine):
         self, session_id: str, content_session_id: str, message: PendingMessage, payload_json: str
     ) -> EnqueueResult:
         queue = self._queue(session_id)
-        envelope = {
-            "session_id": session_id,
-            "content_session_id": content_session_id,
-            "kind": message.kind,
-            "tool_use_id": message.tool_use_id,
-            "payload": message.payload,
-            "original_timestamp": message.original_timestamp,
-        }
+        envelope = tasks.observation_envelope(session_id, content_session_id, message)
         job = queue.create_job(
             tasks.record_observation,
             args=(envelope,),

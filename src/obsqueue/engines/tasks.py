@@ -9,7 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["record_observation"]
+from obsqueue.engines.base import PendingMessage
+
+__all__ = ["observation_envelope", "record_observation"]
+
+
+def observation_envelope(
+    session_id: str, content_session_id: str, message: PendingMessage
+) -> dict[str, Any]:
+    """The argument of ``record_observation`` as the RQ and Dramatiq adapters enqueue it."""
+    return {
+        "session_id": session_id,
+        "content_session_id": content_session_id,
+        "kind": message.kind,
+        "tool_use_id": message.tool_use_id,
+        "payload": message.payload,
+        "original_timestamp": message.original_timestamp,
+    }
 
 
 def record_observation(envelope: dict[str, Any]) -> dict[str, Any]:
