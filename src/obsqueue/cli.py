@@ -24,12 +24,13 @@ engine URLs:
   memory://                   in-process reference engine
   postgresql://user@host/db   PostgreSQL (FOR UPDATE SKIP LOCKED)
   redis://host:6379/0         native Redis engine (Lua scripts)
-  rq+redis://…  dramatiq+redis://…  huey+redis://…  huey+sqlite:///…
+  rq+redis://…  dramatiq+redis://…  dramatiq+amqp://…  huey+redis://…  huey+sqlite:///…
 
 For `conformance`, a URL without a host asks obsqueue for the server: $OBSQUEUE_POSTGRES_URL,
 $OBSQUEUE_REDIS_URL or $OBSQUEUE_AMQP_URL if set, else a throwaway server started from the
 installed binaries on a free loopback port. Add ?server_durability=everysec|none (Redis) to run
 the server without its durable configuration; durability failures then show as expected-fail.
+`bench` provisions servers the same way.
 """
 
 

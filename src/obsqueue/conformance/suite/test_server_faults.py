@@ -16,13 +16,19 @@ import pytest
 from obsqueue.conformance.faults import start_child
 from obsqueue.conformance.plugin import EngineTarget, Recorder
 from obsqueue.conformance.spec import EngineSpec, with_server_url
-from obsqueue.conformance.suite.scenarios import CS, check, drain, wait_until
+from obsqueue.conformance.suite.scenarios import CS, check, drain, keyed, wait_until
 from obsqueue.conformance.suite.test_data import PAYLOADS, _exact
+from obsqueue.conformance.suite.test_order import _log_preloaded
 from obsqueue.engines.base import Capability, PendingMessage
 from obsqueue.errors import ObsqueueError
 from obsqueue.servers import ServerHandle, provision
 
 __all__ = ["TestServerCrash"]
+
+#: Messages per session stored before the traffic starts, and the consumer's work per message:
+#: slower than the producer, so the server always dies holding unconsumed messages.
+BACKLOG_PER_SESSION = 60
+CONSUMER_PROCESS_MS = 25
 
 
 @pytest.fixture
@@ -62,12 +68,19 @@ class TestServerCrash:
         tmp_path: Path,
         obsqueue_record: Recorder,
     ) -> None:
-        """Given a producer and a consumer process running, the server is killed with SIGKILL
-        at a random point and restarted: every enqueue that returned is delivered, no message
-        whose ack returned is delivered again, and each session keeps its order."""
+        """Given a backlog, a producer faster than a consumer and both in their own processes,
+        the server is killed with SIGKILL at a random point and restarted: every enqueue that
+        returned is delivered, no message whose ack returned is delivered again, and each
+        session keeps its order. (The backlog makes sure the kill lands on stored, unconsumed
+        messages; a server that keeps nothing on disk loses them.)"""
         spec, server = owned_server
         history = tmp_path / "history"
         sessions = ["s1", "s2", "s3"]
+        with spec.open() as preload:
+            for i in range(BACKLOG_PER_SESSION):
+                for session in sessions:
+                    preload.enqueue(session, CS, keyed(f"b-{session}-{i}"))
+            _log_preloaded(history, preload)
         with (
             start_child(
                 "consume",
@@ -76,7 +89,7 @@ class TestServerCrash:
                 "consumer",
                 sessions=sessions,
                 stop_file=str(tmp_path / "stop"),
-                process_ms=2,
+                process_ms=CONSUMER_PROCESS_MS,
             ) as consumer,
             start_child(
                 "produce",
@@ -92,6 +105,9 @@ class TestServerCrash:
             consumer.expect("ready")
             producer.expect("ready")
             time.sleep(random.uniform(0.5, 1.5))
+            with spec.open() as probe:
+                backlog = probe.get_total_queue_depth()
+            obsqueue_record.timing("backlog_at_kill", backlog)
             server.kill9()
             down_at = time.monotonic()
             time.sleep(0.5)
