@@ -9,7 +9,6 @@ error translation, and the throwaway node itself. Never the machine's shared Rab
 from __future__ import annotations
 
 import gc
-import os
 import socket
 import time
 import uuid
@@ -26,7 +25,7 @@ from obsqueue.engines.dramatiq_amqp import DramatiqAmqpEngine, amqp_queue_name
 from obsqueue.errors import EngineUnavailableError, StaleClaimError
 from obsqueue.servers.base import ServerUnavailableError, free_port
 from obsqueue.servers.rabbitmq import RabbitmqServer, find_script, throwaway_rabbitmq
-from tests.conftest import require_binary
+from tests.conftest import require_binary, throwaway
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +42,7 @@ def _script() -> str | None:
 @pytest.fixture(scope="module")
 def server() -> Iterator[RabbitmqServer]:
     require_binary(_script(), "rabbitmq-server")
-    try:
-        srv = throwaway_rabbitmq()
-    except ServerUnavailableError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run these tests: {exc}")
-        pytest.skip(f"no throwaway RabbitMQ node: {exc}")
+    srv = throwaway(throwaway_rabbitmq, "RabbitMQ node")
     yield srv
     srv.stop()
 

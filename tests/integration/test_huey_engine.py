@@ -30,8 +30,9 @@ from obsqueue.engines.huey import HueyRedisEngine, HueySqliteEngine, huey_name
 from obsqueue.engines.huey_glue import take
 from obsqueue.engines.tasks import record_observation
 from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError
-from obsqueue.servers.base import ServerUnavailableError, free_port
+from obsqueue.servers.base import free_port
 from obsqueue.servers.redis import RedisServer, throwaway_redis
+from tests.conftest import throwaway
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -41,12 +42,7 @@ Engine = HueyRedisEngine | HueySqliteEngine
 
 
 def _start_redis() -> RedisServer:
-    try:
-        return throwaway_redis(durability="durable")
-    except ServerUnavailableError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run these tests: {exc}")
-        pytest.skip(f"no throwaway redis-server: {exc}")
+    return throwaway(lambda: throwaway_redis(durability="durable"), "redis-server")
 
 
 @pytest.fixture(scope="module")

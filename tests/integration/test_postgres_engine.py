@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing
-import os
 import socket
 import statistics
 import threading
@@ -30,8 +29,9 @@ from obsqueue.engines.base import EnqueueResult, PendingMessage, PendingMessageW
 from obsqueue.engines.postgres import PostgresEngine
 from obsqueue.engines.postgres_schema import MESSAGES_TABLE
 from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError
-from obsqueue.servers.base import ServerUnavailableError, free_port
+from obsqueue.servers.base import free_port
 from obsqueue.servers.postgres import PostgresServer, throwaway_postgres
+from tests.conftest import throwaway
 
 pytestmark = pytest.mark.integration
 
@@ -41,12 +41,7 @@ SPAWN = multiprocessing.get_context("spawn")
 @pytest.fixture(scope="session")
 def pg() -> Iterator[PostgresServer]:
     """One throwaway cluster for every test here (crash tests restart it)."""
-    try:
-        srv = throwaway_postgres(durability="durable")
-    except ServerUnavailableError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run these tests: {exc}")
-        pytest.skip(f"no throwaway PostgreSQL: {exc}")
+    srv = throwaway(lambda: throwaway_postgres(durability="durable"), "PostgreSQL")
     yield srv
     srv.stop()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
-import os
 import socket
 import statistics
 import threading
@@ -31,8 +30,9 @@ from obsqueue.engines import open_engine
 from obsqueue.engines.base import PendingMessage
 from obsqueue.engines.rq import RqEngine
 from obsqueue.errors import EngineUnavailableError, StaleClaimError
-from obsqueue.servers.base import ServerUnavailableError, free_port
+from obsqueue.servers.base import free_port
 from obsqueue.servers.redis import RedisServer, throwaway_redis
+from tests.conftest import throwaway
 
 pytestmark = pytest.mark.integration
 
@@ -41,12 +41,7 @@ SPAWN = multiprocessing.get_context("spawn")
 
 def _start(durability: str) -> RedisServer:
     """A throwaway redis-server; skipped on a laptop without one, a failure in CI."""
-    try:
-        return throwaway_redis(durability=durability)
-    except ServerUnavailableError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run these tests: {exc}")
-        pytest.skip(f"no throwaway redis-server: {exc}")
+    return throwaway(lambda: throwaway_redis(durability=durability), "redis-server")
 
 
 @pytest.fixture(scope="module")

@@ -21,18 +21,14 @@ from obsqueue.errors import EngineUnavailableError
 from obsqueue.servers import ServerUnavailableError, provision
 from obsqueue.servers import postgres as pgservers
 from obsqueue.servers.postgres import PostgresServer, external_postgres, throwaway_postgres
+from tests.conftest import throwaway
 
 pytestmark = pytest.mark.integration
 
 
 def _start(durability: str = "durable") -> PostgresServer:
     """A throwaway cluster; skipped on a laptop without PostgreSQL, a failure in CI."""
-    try:
-        return throwaway_postgres(durability=durability)
-    except ServerUnavailableError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run these tests: {exc}")
-        pytest.skip(f"no throwaway PostgreSQL: {exc}")
+    return throwaway(lambda: throwaway_postgres(durability=durability), "PostgreSQL")
 
 
 @pytest.fixture(scope="module")
