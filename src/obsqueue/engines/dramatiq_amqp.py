@@ -71,7 +71,7 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any, ClassVar
@@ -373,8 +373,13 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
 
     def _ready(self, queue: str) -> int:
         """Ready messages of a queue (0 if it does not exist), by a passive declare."""
+        return self._message_count(lambda: self._broker.channel.queue_declare(queue, passive=True))
+
+    def _message_count(self, op: Callable[[], Any]) -> int:
+        """The ``message_count`` a queue method answers, or 0 when the queue does not exist
+        (RabbitMQ then closes the channel, and Dramatiq opens a new one on next use)."""
         try:
-            ok = self._broker.channel.queue_declare(queue, passive=True)
+            ok = op()
         except pika.exceptions.ChannelClosedByBroker as exc:
             del self._broker.channel
             if exc.reply_code == 404:
@@ -399,14 +404,7 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
             if st.proxy is not None and st.token is None:
                 self._drop_consumer(st)  # prefetched or waiting to retry: pending, give it back
             with self._boundary("clear"):
-                try:
-                    ok = self._broker.channel.queue_purge(st.queue)
-                except pika.exceptions.ChannelClosedByBroker as exc:
-                    del self._broker.channel
-                    if exc.reply_code == 404:
-                        return 0
-                    raise
-                return int(ok.method.message_count)
+                return self._message_count(lambda: self._broker.channel.queue_purge(st.queue))
 
     def _reset_processing(self, session_id: str | None) -> int:
         moved = 0
