@@ -21,7 +21,7 @@ from dramatiq.message import Message
 
 from obsqueue.engines import open_engine, tasks
 from obsqueue.engines.base import PendingMessage
-from obsqueue.engines.dramatiq_amqp import DramatiqAmqpEngine, amqp_queue_name
+from obsqueue.engines.dramatiq.amqp_engine import DramatiqAmqpEngine, amqp_queue_name
 from obsqueue.errors import EngineUnavailableError, StaleClaimError
 from obsqueue.servers.base import ServerUnavailableError, free_port
 from obsqueue.servers.rabbitmq import RabbitmqServer, find_script, throwaway_rabbitmq

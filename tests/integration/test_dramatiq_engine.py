@@ -26,7 +26,7 @@ from dramatiq.message import Message
 
 from obsqueue.engines import open_engine, tasks
 from obsqueue.engines.base import PendingMessage
-from obsqueue.engines.dramatiq import DramatiqEngine, queue_name
+from obsqueue.engines.dramatiq.redis_engine import DramatiqEngine, queue_name
 from obsqueue.errors import EngineUnavailableError, StaleClaimError
 from obsqueue.servers.base import free_port
 from obsqueue.servers.redis import RedisServer, throwaway_redis

@@ -26,8 +26,8 @@ import redis
 from huey import RedisHuey, SqliteHuey
 
 from obsqueue.engines.base import PendingMessage
-from obsqueue.engines.huey import HueyRedisEngine, HueySqliteEngine, huey_name
-from obsqueue.engines.huey_glue import take
+from obsqueue.engines.huey.engine import HueyRedisEngine, HueySqliteEngine, huey_name
+from obsqueue.engines.huey.glue import take
 from obsqueue.engines.tasks import record_observation
 from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError
 from obsqueue.servers.base import free_port

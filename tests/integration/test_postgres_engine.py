@@ -26,8 +26,8 @@ import pytest
 
 from obsqueue.engines import open_engine
 from obsqueue.engines.base import EnqueueResult, PendingMessage, PendingMessageWithId
-from obsqueue.engines.postgres import PostgresEngine
-from obsqueue.engines.postgres_schema import MESSAGES_TABLE
+from obsqueue.engines.postgres.engine import PostgresEngine
+from obsqueue.engines.postgres.schema import MESSAGES_TABLE
 from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError
 from obsqueue.servers.base import free_port
 from obsqueue.servers.postgres import PostgresServer, throwaway_postgres

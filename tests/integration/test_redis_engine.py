@@ -23,8 +23,8 @@ import pytest
 import redis
 
 from obsqueue.engines.base import PendingMessage, PendingMessageWithId
-from obsqueue.engines.redis_link import load_script
-from obsqueue.engines.redis_native import RedisEngine
+from obsqueue.engines.redis.engine import RedisEngine
+from obsqueue.engines.redis.link import load_script
 from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError
 from obsqueue.servers.base import free_port
 from obsqueue.servers.redis import RedisServer, throwaway_redis

@@ -28,7 +28,7 @@ from rq.serializers import JSONSerializer
 
 from obsqueue.engines import open_engine
 from obsqueue.engines.base import PendingMessage
-from obsqueue.engines.rq import RqEngine
+from obsqueue.engines.rq.engine import RqEngine
 from obsqueue.errors import EngineUnavailableError, StaleClaimError
 from obsqueue.servers.base import free_port
 from obsqueue.servers.redis import RedisServer, throwaway_redis

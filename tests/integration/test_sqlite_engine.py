@@ -27,7 +27,7 @@ import pytest
 
 from obsqueue.engines import open_engine
 from obsqueue.engines.base import EnqueueResult, PendingMessage, PendingMessageWithId
-from obsqueue.engines.sqlite import SYNCHRONOUS_LEVELS, SqliteEngine
+from obsqueue.engines.sqlite.engine import SYNCHRONOUS_LEVELS, SqliteEngine
 from obsqueue.errors import (
     EngineClosedError,
     EngineUnavailableError,

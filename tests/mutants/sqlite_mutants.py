@@ -12,7 +12,7 @@ import threading
 from typing import Any, ClassVar
 
 from obsqueue.engines.base import EnqueueResult, PendingMessage, PendingMessageWithId, now_ms
-from obsqueue.engines.sqlite import Conn, SqliteEngine
+from obsqueue.engines.sqlite.engine import Conn, SqliteEngine
 
 __all__ = ["SQLITE_MUTANTS", "BufferedAckEngine", "BufferedEnqueueEngine"]
 

@@ -1,4 +1,4 @@
-"""The named-section SQL parser (``obsqueue.engines.sqlfile``) and the files it loads."""
+"""The named-section SQL parser (``obsqueue.sqlfile``) and the files it loads."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from importlib import resources
 
 import pytest
 
-from obsqueue.engines.sqlfile import load_queries, parse_queries
-from obsqueue.engines.sqlite import SYNCHRONOUS_LEVELS, compose_queries
+from obsqueue.engines.sqlite.engine import SYNCHRONOUS_LEVELS, compose_queries
+from obsqueue.sqlfile import load_queries, parse_queries
+
+SQL_PACKAGES = ("obsqueue.engines.sqlite", "obsqueue.engines.postgres", "obsqueue.engines.huey")
 
 
 def test_sections_are_split_at_headers_and_stripped() -> None:
@@ -68,24 +70,26 @@ def test_a_name_used_twice_is_refused() -> None:
 
 def test_every_shipped_sql_file_parses_into_non_empty_sections() -> None:
     files = [
-        f.name
-        for f in resources.files("obsqueue.engines").joinpath("sql").iterdir()
+        (package, f.name)
+        for package in SQL_PACKAGES
+        for f in resources.files(package).iterdir()
         if f.name.endswith(".sql")
     ]
-    assert "sqlite.sql" in files
-    for name in files:
-        sections = load_queries(name)
+    assert ("obsqueue.engines.sqlite", "queries.sql") in files
+    for package, name in files:
+        sections = load_queries(package, name)
         assert sections, name
-        assert all(sections.values()), f"{name} has an empty section"
+        assert all(sections.values()), f"{package}/{name} has an empty section"
 
 
 def test_load_queries_parses_each_file_once() -> None:
-    assert load_queries("sqlite.sql") is load_queries("sqlite.sql")
+    sqlite = "obsqueue.engines.sqlite"
+    assert load_queries(sqlite, "queries.sql") is load_queries(sqlite, "queries.sql")
 
 
 def test_a_missing_file_is_an_error() -> None:
     with pytest.raises(FileNotFoundError):
-        load_queries("no_such_engine.sql")
+        load_queries("obsqueue.engines.sqlite", "no_such_engine.sql")
 
 
 @pytest.mark.parametrize("level", SYNCHRONOUS_LEVELS)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from obsqueue.engines.sqlfile import load_queries
+from obsqueue.sqlfile import load_queries
 
 __all__ = ["Reference", "reference_for"]
 
@@ -99,7 +99,7 @@ def _postgres(dsn: str, messages: int, payload: str) -> tuple[float, float]:
     index = sql.Identifier(f"obsq_raw_idx_{uuid.uuid4().hex[:10]}")
     q = {
         name: sql.SQL(text).format(table=table, index=index)
-        for name, text in load_queries("raw_postgres.sql", "obsqueue.benchmarks").items()
+        for name, text in load_queries("obsqueue.benchmarks", "sql", "raw_postgres.sql").items()
     }
     params = {"session_id": SESSION, "payload": payload}
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -115,7 +115,7 @@ def _sqlite(path: str, messages: int, payload: str) -> tuple[float, float]:
     table = f"obsq_raw_{uuid.uuid4().hex[:10]}"
     q = {
         name: text.replace("{table}", table)
-        for name, text in load_queries("raw_sqlite.sql", "obsqueue.benchmarks").items()
+        for name, text in load_queries("obsqueue.benchmarks", "sql", "raw_sqlite.sql").items()
     }
     params = {"session_id": SESSION, "payload": payload}
     conn = sqlite3.connect(path, isolation_level=None)

@@ -41,15 +41,19 @@ class EngineEntry:
 
 _BUILTIN: tuple[EngineEntry, ...] = (
     EngineEntry("memory", "obsqueue.engines.memory:MemoryEngine"),
-    EngineEntry("sqlite", "obsqueue.engines.sqlite:SqliteEngine"),
-    EngineEntry("postgresql", "obsqueue.engines.postgres:PostgresEngine", "postgres"),
-    EngineEntry("postgres", "obsqueue.engines.postgres:PostgresEngine", "postgres"),
-    EngineEntry("redis", "obsqueue.engines.redis_native:RedisEngine", "redis"),
-    EngineEntry("rq+redis", "obsqueue.engines.rq:RqEngine", "rq"),
-    EngineEntry("dramatiq+redis", "obsqueue.engines.dramatiq:DramatiqEngine", "dramatiq"),
-    EngineEntry("dramatiq+amqp", "obsqueue.engines.dramatiq_amqp:DramatiqAmqpEngine", "dramatiq"),
-    EngineEntry("huey+redis", "obsqueue.engines.huey:HueyRedisEngine", "huey"),
-    EngineEntry("huey+sqlite", "obsqueue.engines.huey:HueySqliteEngine", "huey"),
+    EngineEntry("sqlite", "obsqueue.engines.sqlite.engine:SqliteEngine"),
+    EngineEntry("postgresql", "obsqueue.engines.postgres.engine:PostgresEngine", "postgres"),
+    EngineEntry("postgres", "obsqueue.engines.postgres.engine:PostgresEngine", "postgres"),
+    EngineEntry("redis", "obsqueue.engines.redis.engine:RedisEngine", "redis"),
+    EngineEntry("rq+redis", "obsqueue.engines.rq.engine:RqEngine", "rq"),
+    EngineEntry(
+        "dramatiq+redis", "obsqueue.engines.dramatiq.redis_engine:DramatiqEngine", "dramatiq"
+    ),
+    EngineEntry(
+        "dramatiq+amqp", "obsqueue.engines.dramatiq.amqp_engine:DramatiqAmqpEngine", "dramatiq"
+    ),
+    EngineEntry("huey+redis", "obsqueue.engines.huey.engine:HueyRedisEngine", "huey"),
+    EngineEntry("huey+sqlite", "obsqueue.engines.huey.engine:HueySqliteEngine", "huey"),
 )
 
 

@@ -1,4 +1,4 @@
--- huey_glue.sql: the glue tables obsqueue keeps beside Huey's own tables (task, schedule, kv,
+-- glue.sql: the glue tables obsqueue keeps beside Huey's own tables (task, schedule, kv,
 -- counter) in the same SQLite file, for huey+sqlite://. One row set per namespace (ns).
 -- Every statement runs inside a BEGIN IMMEDIATE transaction opened by huey_glue.py.
 

@@ -15,7 +15,8 @@ What RQ (3.0) gives, used through its public API the way its users use it:
 * **Status.** The job hash's ``status``: ``queued`` / ``started`` / ``failed``.
 
 What obsqueue adds (``RqEngine.glue``), in Redis, each state change one small Lua script
-(``engines/lua/rq_*.lua``) over RQ's own keys and a few glue keys under ``obsq-rq:<namespace>:``:
+(``engines/redis/lua/rq_*.lua``) over RQ's own keys and a few glue keys under
+``obsq-rq:<namespace>:``:
 
 * **Ids**: an INCR counter. The enqueue script allocates the id, saves the fields of RQ's
   ``Job.to_dict()`` and RPUSHes the job in one step (the pattern of RQ's own unique-enqueue
@@ -98,7 +99,7 @@ from obsqueue.engines.base import (
     PendingMessageWithId,
     RawMessage,
 )
-from obsqueue.engines.redis_link import (
+from obsqueue.engines.redis.link import (
     RedisLink,
     claim_token,
     scan_keys,

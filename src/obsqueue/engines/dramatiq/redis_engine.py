@@ -24,7 +24,7 @@ What Dramatiq (2.2) gives, used through its public API the way its users use it:
   wakeup across processes is this poll (measured p50 41 ms, p99 92 ms at the default).
 
 What obsqueue adds (``DramatiqEngine.glue``), each state change one Lua script
-(``engines/lua/dramatiq_*.lua``) over Dramatiq's keys and glue keys under ``<ns>:__obsq__:``:
+(``engines/redis/lua/dramatiq_*.lua``) over Dramatiq's keys and glue keys under ``<ns>:__obsq__:``:
 
 * **Ids**: an INCR counter, stored in the message options as ``obsq_id``. It is taken just
   before Dramatiq's enqueue script runs, so two enqueues *to one session that overlap in time*
@@ -66,7 +66,7 @@ written before ``enqueue`` returns. With ``appendonly yes`` + ``appendfsync alwa
 enqueue or ack survives kill -9 of the server; ``describe()`` reads the settings from the server.
 Claims are not renewed automatically: a consumer that may outlive its lease calls
 ``extend_lease``. Engine options: ``poll_max_ms``, ``socket_timeout_s``, ``max_connections``.
-``dramatiq+amqp://`` is a separate engine: ``obsqueue.engines.dramatiq_amqp``.
+``dramatiq+amqp://`` is a separate engine: ``obsqueue.engines.dramatiq.amqp_engine``.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ from obsqueue.engines.base import (
     PendingMessageWithId,
     RawMessage,
 )
-from obsqueue.engines.redis_link import (
+from obsqueue.engines.redis.link import (
     NotSentError,
     RedisLink,
     claim_token,

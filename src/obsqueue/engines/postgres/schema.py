@@ -2,7 +2,7 @@
 
 Per namespace, the schema ``<namespace>`` holds ``obsq_messages_v1``, the sequence
 ``obsq_tokens_v1`` and ``obsq_schema_version`` (the versions applied). ``compose_queries`` reads
-the sections of ``engines/sql/postgres.sql`` and composes those identifiers in with
+the sections of ``engines/postgres/queries.sql`` and composes those identifiers in with
 ``psycopg.sql.Identifier`` (the fragments first, then the statements that use them).
 
 ``Schema.migrate`` first reads the version without a lock, so an engine opening on a current
@@ -18,8 +18,8 @@ from typing import Any
 
 from psycopg import sql
 
-from obsqueue.engines.postgres_pool import Conn
-from obsqueue.engines.sqlfile import load_queries
+from obsqueue.engines.postgres.pool import Conn
+from obsqueue.sqlfile import load_queries
 
 __all__ = [
     "MESSAGES_TABLE",
@@ -38,8 +38,8 @@ FRAGMENTS = ("claimed_cte", "target_columns", "due", "delivered_columns")
 
 
 def compose_queries(namespace: str) -> dict[str, bytes]:
-    """The sections of ``postgres.sql`` with the namespace's identifiers composed in."""
-    raw = load_queries("postgres.sql")
+    """The sections of ``queries.sql`` with the namespace's identifiers composed in."""
+    raw = load_queries(__package__ or "", "queries.sql")
     names = {
         "schema": sql.Identifier(namespace),
         "messages": sql.Identifier(namespace, MESSAGES_TABLE),

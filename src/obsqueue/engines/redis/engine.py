@@ -1,6 +1,6 @@
 """``redis://`` — the native Redis reference engine, on redis-py (with hiredis when installed).
 
-Every state change is one Lua script (``engines/lua/native_*.lua``), so it is atomic on the
+Every state change is one Lua script (``engines/redis/lua/native_*.lua``), so it is atomic on the
 server: claim, ack, fail, extend, reset, clear, and enqueue with its dedupe check. The scripts are
 read once with ``importlib.resources``, each prefixed with the helpers in ``native_common.lua``,
 and registered with redis-py's ``register_script`` (EVALSHA; after a server restart empties the
@@ -74,7 +74,7 @@ from obsqueue.engines.base import (
     RawMessage,
     decode_payload,
 )
-from obsqueue.engines.redis_link import (
+from obsqueue.engines.redis.link import (
     RedisLink,
     claim_token,
     scan_keys,

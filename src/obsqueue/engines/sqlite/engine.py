@@ -2,7 +2,7 @@
 
 One SQLite file, shared by every process that opens it, on the ``sqlite3`` module of the
 standard library (SQLite >= 3.35 for ``RETURNING``). Every statement is in
-``engines/sql/sqlite.sql`` (named sections); only the namespace and the ``synchronous`` level
+``engines/sqlite/queries.sql`` (named sections); only the namespace and the ``synchronous`` level
 are put into the text, both checked first.
 
 Storage, per namespace, in the file: ``<namespace>_messages_v1`` (one row per message that is
@@ -28,7 +28,7 @@ means ``StaleClaimError``. Dedupe: a partial unique index on ``(content_session_
 tool_use_id)`` over pending and in-flight rows; an enqueue with a ``tool_use_id`` looks for the
 live duplicate and inserts inside one ``BEGIN IMMEDIATE`` transaction.
 
-Wakeup (``engines/sqlite_wakeup.py``): ``PRAGMA data_version`` changes on a connection whenever
+Wakeup (``engines/sqlite/wakeup.py``): ``PRAGMA data_version`` changes on a connection whenever
 *another* connection commits to the file, from any process. The first blocked iterator starts one
 watcher thread per engine that reads it on a dedicated connection that never writes, while any
 iterator waits, and wakes the waiters when it changed. On Linux (``wakeup="auto"``) the thread
@@ -82,9 +82,9 @@ from obsqueue.engines.base import (
     decode_payload,
     now_ms,
 )
-from obsqueue.engines.sqlfile import load_queries
-from obsqueue.engines.sqlite_wakeup import ChangeWatcher
+from obsqueue.engines.sqlite.wakeup import ChangeWatcher
 from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError, redact_url
+from obsqueue.sqlfile import load_queries
 
 __all__ = ["SYNCHRONOUS_LEVELS", "SqliteEngine", "compose_queries", "parse_sqlite_url"]
 
@@ -117,12 +117,12 @@ _HINTS: Final = {
 
 
 def compose_queries(namespace: str, synchronous: str) -> dict[str, str]:
-    """The sections of ``sqlite.sql`` with the namespace and ``synchronous`` level put in."""
+    """The sections of ``queries.sql`` with the namespace and ``synchronous`` level put in."""
     if synchronous not in SYNCHRONOUS_LEVELS:
         raise InvalidMessageError("synchronous", f"must be one of {SYNCHRONOUS_LEVELS}")
     return {
         name: text.replace("{ns}", namespace).replace("{synchronous}", synchronous)
-        for name, text in load_queries("sqlite.sql").items()
+        for name, text in load_queries(__package__ or "", "queries.sql").items()
     }
 
 

@@ -1,7 +1,7 @@
 """``postgresql://`` (also ``postgres://``) — PostgreSQL with ``FOR UPDATE SKIP LOCKED``.
 
 On psycopg 3 with a ``psycopg_pool.ConnectionPool``. Every statement is in
-``engines/sql/postgres.sql`` (named sections); only identifiers are composed in, with
+``engines/postgres/queries.sql`` (named sections); only identifiers are composed in, with
 ``psycopg.sql.Identifier``. Each state change is one autocommitted statement.
 
 Storage (``engines/postgres_schema.py``), per namespace: schema ``<namespace>`` holding
@@ -82,9 +82,9 @@ from obsqueue.engines.base import (
     _require_positive,
     decode_payload,
 )
-from obsqueue.engines.postgres_pool import Conn, Connections, check_pool_sizes
-from obsqueue.engines.postgres_schema import SCHEMA_VERSION, Schema, compose_queries
-from obsqueue.engines.postgres_wakeup import NotifyWakeup
+from obsqueue.engines.postgres.pool import Conn, Connections, check_pool_sizes
+from obsqueue.engines.postgres.schema import SCHEMA_VERSION, Schema, compose_queries
+from obsqueue.engines.postgres.wakeup import NotifyWakeup
 from obsqueue.errors import InvalidMessageError, StaleClaimError
 
 __all__ = ["SCHEMA_VERSION", "PostgresEngine", "compose_queries", "dedupe_key"]

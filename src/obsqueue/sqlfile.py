@@ -1,4 +1,4 @@
-"""Load named SQL sections from ``engines/sql/*.sql`` (procrastinate's layout).
+"""Load named SQL sections from a package's ``.sql`` files (procrastinate's layout).
 
 A file holds sections, each opened by a header line ``-- name --``; the text up to the next header
 is that query, stripped. Comment lines inside a section stay part of it.
@@ -29,7 +29,8 @@ def parse_queries(text: str) -> dict[str, str]:
 
 
 @cache
-def load_queries(filename: str, package: str = "obsqueue.engines") -> dict[str, str]:
-    """The sections of ``<package>/sql/<filename>``, parsed once per process."""
-    text = resources.files(package).joinpath("sql", filename).read_text("utf-8")
+def load_queries(package: str, *path: str) -> dict[str, str]:
+    """The sections of the file at ``path`` inside ``package``, parsed once per process, e.g.
+    ``load_queries("obsqueue.engines.sqlite", "queries.sql")``."""
+    text = resources.files(package).joinpath(*path).read_text("utf-8")
     return parse_queries(text)

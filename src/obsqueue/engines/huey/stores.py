@@ -2,7 +2,7 @@
 
 ``RedisGlue`` keeps its keys under ``{namespace}:huey:`` and changes a slot in a WATCH/MULTI/EXEC
 transaction, retried on conflict (optimistic: contention is per session). ``SqliteGlue`` keeps
-tables ``obsq_huey_*`` (``engines/sql/huey_glue.sql``) in Huey's own SQLite file and changes a
+tables ``obsq_huey_*`` (``engines/huey/glue.sql``) in Huey's own SQLite file and changes a
 slot in a BEGIN IMMEDIATE transaction on one connection per engine, with ``synchronous=FULL``.
 
 Redis keys (P = ``{namespace}:huey:``): ``P slot:<session>`` (the slot, JSON), ``P env:<id>``
@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 import redis
 
 from obsqueue.engines.base import now_ms
-from obsqueue.engines.huey_glue import DeadRow, GlueStore, Prepared, Slot, Tx, decide_existing
-from obsqueue.engines.redis_link import text, unlink_matching
-from obsqueue.engines.sqlfile import load_queries
+from obsqueue.engines.huey.glue import DeadRow, GlueStore, Prepared, Slot, Tx, decide_existing
+from obsqueue.engines.redis.link import text, unlink_matching
+from obsqueue.sqlfile import load_queries
 
 __all__ = ["RedisGlue", "SqliteGlue"]
 
@@ -201,11 +201,11 @@ def _rec(raw: str | bytes) -> tuple[int, str, int]:
 
 
 class SqliteGlue(GlueStore):
-    """Glue tables (``engines/sql/huey_glue.sql``) in Huey's SQLite file; one connection per
+    """Glue tables (``engines/huey/glue.sql``) in Huey's SQLite file; one connection per
     engine under a lock, each change a BEGIN IMMEDIATE transaction, synchronous=FULL."""
 
     def __init__(self, path: str, namespace: str, busy_timeout_s: float) -> None:
-        self._q = load_queries("huey_glue.sql")
+        self._q = load_queries(__package__ or "", "glue.sql")
         self._ns = namespace
         self._lock = threading.Lock()
         self._conn = self._connect(path, busy_timeout_s)

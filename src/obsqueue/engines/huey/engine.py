@@ -88,7 +88,7 @@ from obsqueue.engines.base import (
     decode_payload,
     now_ms,
 )
-from obsqueue.engines.huey_glue import (
+from obsqueue.engines.huey.glue import (
     GlueStore,
     Held,
     Prepared,
@@ -105,8 +105,8 @@ from obsqueue.engines.huey_glue import (
     take,
     unblock,
 )
-from obsqueue.engines.huey_stores import RedisGlue, SqliteGlue
-from obsqueue.engines.redis_link import NOT_REACHED, RedisLink, library_versions
+from obsqueue.engines.huey.stores import RedisGlue, SqliteGlue
+from obsqueue.engines.redis.link import NOT_REACHED, RedisLink, library_versions
 from obsqueue.engines.tasks import record_observation
 from obsqueue.errors import (
     EngineUnavailableError,

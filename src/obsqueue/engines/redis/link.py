@@ -18,7 +18,8 @@ module. The link holds, once:
   its password redacted, and saying "the outcome is unknown" when a command may have run.
 * **A ping by deadline**, so even a server that accepts and never answers is reported within
   ``connect_timeout_s``; the server's version and durability settings for ``describe()``, read
-  from the live server; the wake-list wait; the Lua script loader (``engines/lua/<prefix>_*.lua``,
+  from the live server; the wake-list wait; the Lua script loader
+  (``engines/redis/lua/<prefix>_*.lua``,
   each prefixed with ``<prefix>_common.lua``); small conversions of Redis arguments and replies.
 
 An engine whose calls follow other rules keeps the difference in its own module: Dramatiq's
@@ -270,7 +271,7 @@ class RedisLink:
 @cache
 def load_script(prefix: str, name: str) -> str:
     """The text of ``<prefix>_<name>.lua``, prefixed with the shared ``<prefix>_common.lua``."""
-    folder = resources.files("obsqueue.engines").joinpath("lua")
+    folder = resources.files("obsqueue.engines.redis").joinpath("lua")
     common = folder.joinpath(f"{prefix}_common.lua").read_text("utf-8")
     return common + "\n" + folder.joinpath(f"{prefix}_{name}.lua").read_text("utf-8")
 
