@@ -11,13 +11,11 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from obsqueue.benchmarks.drain import DrainWorkload, run_drain
-from obsqueue.conformance.spec import needs_server, split_server_durability, with_server_url
-from obsqueue.engines import engine_class
+from obsqueue.errors import EngineUnavailableError
 from obsqueue.results import environment, safe_label, write_results
-from obsqueue.servers import ENV_VARS, ServerHandle, provision
+from obsqueue.servers import resolve_engine
 
 __all__ = ["bench_path", "run_drain_benchmarks"]
 
@@ -37,33 +35,23 @@ def run_drain_benchmarks(
     """Run the drain workload on every URL, in order; one results file per engine."""
     written = []
     for given in urls:
-        url, durability = split_server_durability(given)
-        cls = engine_class(url)
-        server: ServerHandle | None = None
-        with tempfile.TemporaryDirectory(prefix="obsq-bench-") as tmp:
-            engine_url = url
-            if needs_server(url):
-                kind = cls.server_kind or ""
-                progress(f"{given}: starting or finding a {kind} server")
-                env_url = env_urls.get(ENV_VARS.get(kind, "")) if durability == "durable" else None
-                server = provision(kind, env_url=env_url, durability=durability)
-                engine_url = with_server_url(url, server.url)
-            elif _names_no_file(url) and cls.server_kind is None:
-                engine_url = f"{urlsplit(url).scheme}:///{Path(tmp) / 'bench.db'}"
-            try:
-                result = run_drain(
-                    engine_url,
-                    workload,
-                    server_url=server.url if server else None,
-                    progress=progress,
-                )
-                if server is not None:
-                    result["server"] = server.describe()
-            finally:
-                if server is not None:
-                    server.stop()
-        label = urlsplit(url).scheme + ("" if durability == "durable" else f"-{durability}")
-        result["server_durability"] = durability
+        with (
+            tempfile.TemporaryDirectory(prefix="obsq-bench-") as tmp,
+            resolve_engine(given, env=env_urls, file_dir=Path(tmp)) as resolved,
+        ):
+            if resolved.unavailable:
+                raise EngineUnavailableError(f"{given}: {resolved.unavailable}")
+            server = resolved.server
+            result = run_drain(
+                resolved.url,
+                workload,
+                server_url=server.url if server else None,
+                progress=progress,
+            )
+            if server is not None:
+                result["server"] = server.describe()
+        label = resolved.label
+        result["server_durability"] = resolved.server_durability
         result["environment"] = environment()
         path = write_results(bench_path(results_dir, label, "drain"), "benchmark", result)
         figures = result["figures"]
@@ -76,9 +64,3 @@ def run_drain_benchmarks(
         )
         written.append(path)
     return written
-
-
-def _names_no_file(url: str) -> bool:
-    """``sqlite://`` or ``huey+sqlite://``: a file engine URL that leaves the file to us."""
-    parts = urlsplit(url)
-    return parts.scheme != "memory" and not parts.path.strip("/")

@@ -30,6 +30,7 @@ import pytest
 
 from obsqueue.conformance.outcomes import Collector, EngineRun, extra_key, label_key, record_key
 from obsqueue.engines.base import Capability, ObservationQueueEngine
+from obsqueue.servers.resolve import ResolvedEngine
 
 __all__ = ["EngineTarget", "Recorder"]
 
@@ -111,15 +112,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _labels(urls: list[str]) -> list[str]:
-    from obsqueue.conformance.spec import split_server_durability
-    from obsqueue.engines import scheme_of
     from obsqueue.results import safe_label
+    from obsqueue.servers import engine_label
 
     labels: list[str] = []
     for url in urls:
-        plain, durability = split_server_durability(url)
-        suffix = "" if durability == "durable" else f"-{durability}"
-        base = safe_label(scheme_of(plain) + suffix)
+        base = safe_label(engine_label(url))
         label, n = base, 2
         while label in labels:
             label, n = f"{base}-{n}", n + 1
@@ -129,14 +127,30 @@ def _labels(urls: list[str]) -> list[str]:
 
 @dataclass
 class EngineTarget:
-    """The engine under test for a whole session: its label, URL and (maybe) its server."""
+    """The engine under test for a whole session: its label and its resolved URL and server."""
 
     label: str
-    url: str
-    engine_class: type[ObservationQueueEngine]
-    server: Any = None
-    unavailable: str | None = None
-    server_durability: str = "durable"
+    resolved: ResolvedEngine
+
+    @property
+    def url(self) -> str:
+        return self.resolved.url
+
+    @property
+    def engine_class(self) -> type[ObservationQueueEngine]:
+        return self.resolved.engine_class
+
+    @property
+    def server(self) -> Any:
+        return self.resolved.server
+
+    @property
+    def unavailable(self) -> str | None:
+        return self.resolved.unavailable
+
+    @property
+    def server_durability(self) -> str:
+        return self.resolved.server_durability
 
 
 @pytest.fixture(scope="session")
@@ -153,30 +167,11 @@ def obsqueue_engine_url(request: pytest.FixtureRequest) -> str:
 def obsqueue_target(
     request: pytest.FixtureRequest, obsqueue_engine_url: str
 ) -> Iterator[EngineTarget]:
-    from obsqueue.conformance.spec import (
-        needs_server,
-        split_server_durability,
-        with_server_url,
-    )
-    from obsqueue.engines import engine_class
-    from obsqueue.errors import ObsqueueError
-    from obsqueue.servers import ENV_VARS, provision
+    from obsqueue.servers import resolve_engine
 
     label = _label_of(request, obsqueue_engine_url)
-    url, durability = split_server_durability(obsqueue_engine_url)
-    cls = engine_class(url)
-    target = EngineTarget(label, url, cls, server_durability=durability)
-    if needs_server(url):
-        kind = cls.server_kind or ""
-        env_url = os.environ.get(ENV_VARS.get(kind, "")) if durability == "durable" else None
-        try:
-            target.server = provision(kind, env_url=env_url, durability=durability)
-            target.url = with_server_url(url, target.server.url)
-        except (ObsqueueError, OSError) as exc:
-            target.unavailable = f"no {kind} server: {exc}"
-    yield target
-    if target.server is not None:
-        target.server.stop()
+    with resolve_engine(obsqueue_engine_url, env=os.environ) as resolved:
+        yield EngineTarget(label, resolved)
 
 
 def _label_of(request: pytest.FixtureRequest, url: str) -> str:

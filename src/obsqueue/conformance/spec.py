@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from obsqueue.engines import engine_class, open_engine, register_engine, runtime_registrations
 from obsqueue.engines.base import ObservationQueueEngine
@@ -22,9 +22,6 @@ __all__ = [
     "SUITE_DEFAULTS",
     "EngineSpec",
     "fresh_spec",
-    "needs_server",
-    "split_server_durability",
-    "with_server_url",
 ]
 
 #: Options the suite opens engines with unless a test says otherwise: short backoff so retries
@@ -74,38 +71,6 @@ class EngineSpec:
 
     def __str__(self) -> str:
         return redact_url(self.url)
-
-
-def split_server_durability(url: str) -> tuple[str, str]:
-    """``redis://?server_durability=none`` -> (``redis://``, ``"none"``): the suite-only query
-    parameter that picks the throwaway server's persistence profile (default ``durable``)."""
-    parts = urlsplit(url)
-    kept, durability = [], "durable"
-    for pair in filter(None, parts.query.split("&")):
-        name, _, value = pair.partition("=")
-        if name == "server_durability":
-            durability = value or "durable"
-        else:
-            kept.append(pair)
-    query = "&".join(kept)
-    if query == parts.query:
-        return url, durability
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" + (
-        f"?{query}" if query else ""
-    ), durability
-
-
-def needs_server(url: str) -> bool:
-    """True for a server engine URL with no host: the suite provides the server."""
-    cls = engine_class(url)
-    return cls.server_kind is not None and not urlsplit(url).netloc
-
-
-def with_server_url(url: str, server_url: str) -> str:
-    """``rq+redis://`` + ``redis://127.0.0.1:6390/0`` -> ``rq+redis://127.0.0.1:6390/0``."""
-    scheme = urlsplit(url).scheme
-    parts = urlsplit(server_url)
-    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
 
 
 def fresh_spec(base_url: str, tmp_dir: Path, options: dict[str, Any]) -> EngineSpec:

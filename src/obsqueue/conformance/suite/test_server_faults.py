@@ -15,13 +15,13 @@ import pytest
 
 from obsqueue.conformance.faults import start_child
 from obsqueue.conformance.plugin import EngineTarget, Recorder
-from obsqueue.conformance.spec import EngineSpec, with_server_url
+from obsqueue.conformance.spec import EngineSpec
 from obsqueue.conformance.suite.scenarios import CS, check, drain, keyed, wait_until
 from obsqueue.conformance.suite.test_data import PAYLOADS, _exact
 from obsqueue.conformance.suite.test_order import _log_preloaded
 from obsqueue.engines.base import Capability, PendingMessage
 from obsqueue.errors import ObsqueueError
-from obsqueue.servers import ServerHandle, provision
+from obsqueue.servers import ServerHandle, provision, with_server_url
 
 __all__ = ["TestServerCrash"]
 

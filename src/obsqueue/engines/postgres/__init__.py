@@ -1,1 +1,3 @@
-"""PostgreSQL engine: ``FOR UPDATE SKIP LOCKED`` claims, LISTEN/NOTIFY wakeup (driver: psycopg 3)."""
+"""PostgreSQL engine: ``FOR UPDATE SKIP LOCKED`` claims, LISTEN/NOTIFY wakeup
+(driver: psycopg 3).
+"""
