@@ -2,7 +2,8 @@
 
 nox -s conformance   the main job: the conformance suite on every engine, results JSON
 nox -s tests         lint, then the project's own tests (unit, integration, acceptance)
-nox -s lint          ruff (lint + format check) and mypy --strict on src/
+nox -s lint          ruff (lint + format check), mypy --strict on src/, and the layering
+                     (import-linter contracts in pyproject.toml, docs/design.md)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
-DEV = ["ruff==0.17.6", "mypy==2.4.1", "types-redis"]
+DEV = ["ruff==0.17.6", "mypy==2.4.1", "types-redis", "import-linter==2.17"]
 
 #: Every engine this project ships; a URL without a host gets a throwaway server.
 ENGINES = [
@@ -45,6 +46,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "src", "tests", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
     session.run("mypy")
+    session.run("lint-imports")
 
 
 @nox.session(python=PYTHON)

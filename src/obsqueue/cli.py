@@ -16,7 +16,12 @@ from pathlib import Path
 from obsqueue.engines import engine_class, registered_engines
 from obsqueue.errors import ObsqueueError
 
-__all__ = ["main"]
+__all__ = ["main", "validate_engine_urls"]
+
+
+class RefusedError(ObsqueueError):
+    """The command line names engine URLs that cannot run; nothing was started."""
+
 
 EPILOG = """\
 engine URLs:
@@ -26,11 +31,13 @@ engine URLs:
   redis://host:6379/0         native Redis engine (Lua scripts)
   rq+redis://…  dramatiq+redis://…  dramatiq+amqp://…  huey+redis://…  huey+sqlite:///…
 
-For `conformance`, a URL without a host asks obsqueue for the server: $OBSQUEUE_POSTGRES_URL,
-$OBSQUEUE_REDIS_URL or $OBSQUEUE_AMQP_URL if set, else a throwaway server started from the
-installed binaries on a free loopback port. Add ?server_durability=everysec|none (Redis) to run
+A URL without a host asks obsqueue for the server: $OBSQUEUE_POSTGRES_URL, $OBSQUEUE_REDIS_URL
+or $OBSQUEUE_AMQP_URL if set, else a throwaway server started from the installed binaries on a
+free loopback port, else a container (testcontainers) where a Docker engine answers, else the
+engine is reported unavailable with the reason. $OBSQUEUE_SERVER_SOURCES (e.g. testcontainers)
+narrows that order. Add ?server_durability=everysec|none (Redis) or =async (PostgreSQL) to run
 the server without its durable configuration; durability failures then show as expected-fail.
-`bench` provisions servers the same way.
+Bad URLs (unknown scheme, malformed, missing driver) are refused before anything runs (exit 2).
 """
 
 
@@ -101,10 +108,12 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_bench(args: argparse.Namespace) -> int:
     from obsqueue.benchmarks.drain import DrainWorkload
     from obsqueue.benchmarks.runner import run_drain_benchmarks
-    from obsqueue.servers import ENV_VARS
+    from obsqueue.servers import ENV_VARS, SOURCES_VAR
 
     workload = DrainWorkload(messages=args.messages, payload_bytes=args.payload_bytes)
-    env_urls = {var: os.environ[var] for var in ENV_VARS.values() if os.environ.get(var)}
+    validate_engine_urls(args.urls)
+    names = (*ENV_VARS.values(), SOURCES_VAR)
+    env_urls = {var: os.environ[var] for var in names if os.environ.get(var)}
     run_drain_benchmarks(
         args.urls,
         workload,
@@ -116,14 +125,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_engines() -> int:
+    from obsqueue.servers import ENV_VARS, ServerUnavailableError, find_source, source_order
+
+    order = source_order(os.environ)
     rows = []
     for scheme, entry in sorted(registered_engines().items()):
         try:
-            cls = engine_class(scheme)
+            kind = engine_class(scheme).server_kind
         except ObsqueueError as exc:
             rows.append((scheme, entry.target, "no", str(exc)))
             continue
-        rows.append((scheme, entry.target, *_usable(cls.server_kind)))
+        if kind is None:
+            rows.append((scheme, entry.target, "yes", "embedded: no server needed"))
+            continue
+        try:
+            source = find_source(kind, env_url=os.environ.get(ENV_VARS[kind]), order=order)
+        except ServerUnavailableError as exc:
+            rows.append((scheme, entry.target, "no", f"no {kind} server: {exc}"))
+        else:
+            rows.append((scheme, entry.target, "yes", f"{kind} from {source}"))
     width = max(len(r[0]) for r in rows) + 3
     print(f"{'scheme':<{width}} {'usable':<7} notes")
     for scheme, target, usable, note in rows:
@@ -131,21 +151,17 @@ def cmd_engines() -> int:
     return 0
 
 
-def _usable(server_kind: str | None) -> tuple[str, str]:
-    if server_kind is None:
-        return "yes", "embedded: no server needed"
-    from obsqueue.servers import ENV_VARS, ServerUnavailableError, throwaway_source
+def validate_engine_urls(urls: Sequence[str]) -> None:
+    """Refuse bad engine URLs once, before anything runs (``servers/door.py``)."""
+    from obsqueue.servers.door import refuse_bad_urls
 
-    env_var = ENV_VARS.get(server_kind, "")
-    if os.environ.get(env_var):
-        return "yes", f"server from ${env_var}"
-    try:
-        return "yes", f"throwaway {server_kind} from {throwaway_source(server_kind)}"
-    except ServerUnavailableError as exc:
-        return "no", str(exc)
+    refusal = refuse_bad_urls(urls, os.environ)
+    if refusal is not None:
+        raise RefusedError(refusal)
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
+    validate_engine_urls(args.urls)
     import pytest
 
     suite = resources.files("obsqueue.conformance").joinpath("suite")
@@ -160,7 +176,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         "no:cacheprovider",
         "--obsqueue-results",
         str(args.results.resolve()),
-        "-rfE",
+        "-rfEs",  # failures, errors, and why a test was skipped (unsupported / unknown)
     ]
     argv += ["-q"] if args.quiet else ["-v"]
     for url in args.urls:

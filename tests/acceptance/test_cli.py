@@ -1,8 +1,10 @@
-"""The obsqueue CLI in a subprocess: help, engines, and a conformance run that writes JSON."""
+"""The obsqueue CLI in a subprocess: help, engines and where their servers come from, a
+conformance run that writes JSON, a benchmark. Bad URLs at the door: test_door.py."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +12,17 @@ from pathlib import Path
 import pytest
 
 from obsqueue.results import read_results
+from obsqueue.servers import SOURCES, SOURCES_VAR, ServerUnavailableError
+from obsqueue.servers.containers import docker_engine
 
 
-def obsqueue(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def obsqueue(
+    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "obsqueue.cli", *args],
         cwd=cwd,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -39,10 +46,57 @@ def test_engines_lists_every_builtin(tmp_path: Path) -> None:
         assert scheme in out.stdout
 
 
-def test_unknown_scheme_is_a_clear_error(tmp_path: Path) -> None:
-    out = obsqueue("conformance", "nope://", cwd=tmp_path)
-    assert out.returncode != 0
-    assert "nope://" in out.stdout + out.stderr
+def engines_row(out: subprocess.CompletedProcess[str], scheme: str) -> str:
+    assert out.returncode == 0, out.stderr
+    return next(line for line in out.stdout.splitlines() if line.startswith(f"{scheme} "))
+
+
+def docker_reason() -> str | None:
+    """None where a Docker engine answers, else why not (what `obsqueue engines` must show)."""
+    try:
+        docker_engine()
+    except ServerUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+def test_engines_names_where_each_server_comes_from(tmp_path: Path) -> None:
+    out = obsqueue("engines", cwd=tmp_path, env={"OBSQUEUE_REDIS_URL": "redis://u:pw@host:1/0"})
+    redis = engines_row(out, "redis://")
+    assert "yes" in redis and "redis from env: $OBSQUEUE_REDIS_URL" in redis
+    assert "pw@" not in out.stdout, "the URL (and its password) is not printed"
+    assert "embedded: no server needed" in engines_row(out, "sqlite://")
+    postgres = engines_row(out, "postgresql://")
+    assert any(f"postgres from {source}: " in postgres for source in SOURCES) or " no " in postgres
+
+
+def test_engines_uses_testcontainers_where_docker_answers(tmp_path: Path) -> None:
+    """With only the testcontainers source, a server engine is usable exactly where a Docker
+    engine answers; elsewhere it is unusable and says why."""
+    out = obsqueue("engines", cwd=tmp_path, env={SOURCES_VAR: "testcontainers"})
+    row = engines_row(out, "rq+redis://")
+    reason = docker_reason()
+    if reason is None:
+        assert "yes" in row and "redis from testcontainers: redis:7-alpine on Docker" in row
+    else:
+        assert " no " in row and f"no redis server: testcontainers: {reason}" in row
+
+
+@pytest.mark.acceptance
+def test_a_server_engine_without_a_server_is_unknown_with_the_reason(tmp_path: Path) -> None:
+    """No source has a server (only testcontainers allowed, no Docker): each test of the engine
+    is skipped as unknown with the reason, once for all of them, and the run does not crash."""
+    if docker_reason() is None:
+        pytest.skip("a Docker engine answers here: the run would get a container")
+    out = obsqueue(
+        "conformance", "redis://", "-q", "-k", "TestClose", "--results", "res",
+        cwd=tmp_path, env={SOURCES_VAR: "testcontainers"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:]
+    reason = "unknown: no redis server: testcontainers: no Docker engine answers"
+    summary = [line for line in out.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert summary and all(reason in line for line in summary), out.stdout[-3000:]
+    assert "Traceback" not in out.stdout + out.stderr
 
 
 @pytest.mark.acceptance

@@ -2,18 +2,19 @@
 
 The conformance plugin, the benchmark harness and the CLI all go through ``resolve_engine``:
 
-* a server engine URL with no host (``postgresql://``, ``rq+redis://``) gets a server — the URL
-  from the environment variable of its kind (``OBSQUEUE_POSTGRES_URL`` …) when the caller passes
-  one in ``env``, else a throwaway instance from the installed binaries; ``owned=True`` (tests
-  that kill the server) always starts a throwaway one;
+* a server engine URL with no host (``postgresql://``, ``rq+redis://``) gets a server from the
+  first source that has one (``provision.py``): the URL in the environment variable of its kind
+  (``OBSQUEUE_POSTGRES_URL`` …) when the caller passes one in ``env``, else a throwaway instance
+  from the installed binaries, else a container (testcontainers) where Docker answers;
+  ``owned=True`` (tests that kill the server) never takes the environment's server;
 * a file engine URL with no path (``sqlite://``, ``huey+sqlite://``) gets a file in ``file_dir``;
 * ``?server_durability=everysec|none`` on a server URL picks the throwaway server's persistence
   profile and is part of the engine's label (``redis-none``).
 
-Bad input is refused here, once, before anything runs: an unknown scheme or a malformed URL raises
-``InvalidMessageError`` listing the registered schemes; a missing driver
-``EngineUnavailableError``. A server that cannot be had is not an exception: the resolved engine
-carries ``unavailable`` with the reason, so a run reports it instead of failing every test.
+An unknown scheme raises ``InvalidMessageError`` listing the registered schemes, a missing driver
+``EngineUnavailableError``; ``door.py`` refuses such URLs (and malformed ones) before a run
+starts. A server that cannot be had is not an exception: the resolved engine carries
+``unavailable`` with the reason, so a run reports it instead of failing every test.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from obsqueue.engines import engine_class, scheme_of
 from obsqueue.engines.base import ObservationQueueEngine
 from obsqueue.errors import ObsqueueError, redact_url
 from obsqueue.servers.base import ServerHandle
-from obsqueue.servers.provision import ENV_VARS, provision
+from obsqueue.servers.provision import ENV_VARS, provision, source_order
 
 __all__ = [
     "ResolvedEngine",
@@ -134,9 +135,16 @@ def resolve_engine(
     resolved = ResolvedEngine(given, engine_label(given), url, cls, durability)
     if needs_server(url):
         kind = cls.server_kind or ""
-        env_url = (env or {}).get(ENV_VARS.get(kind, "")) if durability == DURABLE else None
+        env = env or {}
+        env_url = env.get(ENV_VARS.get(kind, "")) if durability == DURABLE else None
         try:
-            resolved.server = provision(kind, env_url=env_url, owned=owned, durability=durability)
+            resolved.server = provision(
+                kind,
+                env_url=env_url,
+                owned=owned,
+                durability=durability,
+                order=source_order(env),
+            )
         except (ObsqueueError, OSError) as exc:
             resolved.unavailable = f"no {kind} server: {exc}"
         else:
