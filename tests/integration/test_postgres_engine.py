@@ -29,6 +29,7 @@ from obsqueue.engines.postgres.schema import MESSAGES_TABLE
 from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError
 from obsqueue.servers.postgres import PostgresServer, throwaway_postgres
 from tests.conftest import throwaway
+from tests.integration.helpers import wake_latencies
 
 pytestmark = pytest.mark.integration
 
@@ -285,26 +286,8 @@ def test_a_waiter_on_another_connection_is_woken_by_notify(
 ) -> None:
     """LISTEN/NOTIFY, not the iterator's 0.2 s re-poll, wakes a consumer blocked on another
     engine object (its own pool and listener connection)."""
-    latencies: list[float] = []
-    stop = threading.Event()
     with _open(pg.url, namespace) as producer, _open(pg.url, namespace) as consumer:
-
-        def consume() -> None:
-            for msg in consumer.create_iterator("s", stop=stop):
-                latencies.append(time.monotonic() - msg.payload["sent"])
-                consumer.mark_processed(msg)
-
-        thread = threading.Thread(target=consume)
-        thread.start()
-        try:
-            time.sleep(0.3)
-            for i in range(20):
-                time.sleep(0.05)  # let the consumer block again
-                producer.enqueue("s", "c", obs(i=i, sent=time.monotonic()))
-                assert _eventually(lambda n=i: len(latencies) > n, 10.0)
-        finally:
-            stop.set()
-            thread.join(timeout=10)
+        latencies = wake_latencies(producer, consumer)
         producer.destroy()
     assert max(latencies) < 1.0, latencies
     assert statistics.median(latencies) < 0.05, latencies  # a 0.2 s re-poll would give ~0.1 s

@@ -1,19 +1,16 @@
 """The RQ adapter's own mechanics, on throwaway redis-server instances.
 
-The shared conformance suite checks the contract; these tests check what is particular to
-``rq+redis://``: that messages really are RQ jobs in RQ's queues and registries, that the glue
-scripts keep the per-session gate, leases, fencing and dedupe atomic across processes, wakeup of
-a consumer in another process, durability across kill -9 of the server, error translation and
+The shared conformance suite checks the properties (P1-P16, docs/properties.md); these tests
+check only what is particular to ``rq+redis://``: that messages really are RQ jobs in RQ's queues
+and registries (started, failed), that the glue scripts keep the place of a retried or reset job,
+the depth counter and dedupe index, exact ids, namespaces, the wake list, a silent server and
 describe(). One test documents why RQ's own concurrency limit is not used as the gate.
 """
 
 from __future__ import annotations
 
-import itertools
-import multiprocessing
 import socket
 import statistics
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,13 +27,11 @@ from obsqueue.engines import open_engine
 from obsqueue.engines.base import PendingMessage
 from obsqueue.engines.rq.engine import RqEngine
 from obsqueue.errors import EngineUnavailableError, StaleClaimError
-from obsqueue.servers.base import free_port
 from obsqueue.servers.redis import RedisServer, throwaway_redis
 from tests.conftest import throwaway
+from tests.integration.helpers import wake_latencies
 
 pytestmark = pytest.mark.integration
-
-SPAWN = multiprocessing.get_context("spawn")
 
 
 def _start(durability: str) -> RedisServer:
@@ -84,52 +79,6 @@ def obs(tool_use_id: str | None = None, **payload: Any) -> PendingMessage:
 
 def rq_queue(raw: redis.Redis[bytes], namespace: str, session: str) -> Queue:
     return Queue(f"obsq:{namespace}:{session}", connection=raw, serializer=JSONSerializer)
-
-
-# ------------------------------------------------------------- child processes (spawned)
-
-
-RACED_KEYS = 40
-
-
-def _race_enqueues(url: str, ns: str, who: int, barrier: Any, out: Any) -> None:
-    with _open(url, ns) as eng:
-        barrier.wait()
-        for k in range(RACED_KEYS):
-            r = eng.enqueue(f"session-of-{who}", "content", obs(f"toolu_{k}", who=who))
-            out.put((k, r.message_id, r.duplicate))
-
-
-def _consume(url: str, ns: str, session: str, ready: Any, out: Any) -> None:
-    with _open(url, ns, lease_s=30.0) as eng:
-        ready.set()
-        for msg in eng.create_iterator(session, idle_timeout=1.5):
-            start = time.monotonic()
-            time.sleep(0.005)
-            end = time.monotonic()
-            out.put((msg.id, start, end))
-            eng.mark_processed(msg)
-
-
-def _receive(url: str, ns: str, session: str, ready: Any, out: Any) -> None:
-    with _open(url, ns) as eng:
-        ready.set()
-        for msg in eng.create_iterator(session, idle_timeout=1.0):
-            out.put(time.monotonic() - msg.payload["sent"])
-            eng.mark_processed(msg)
-
-
-def _run_children(target: Any, argsets: list[tuple[Any, ...]]) -> list[Any]:
-    procs = [SPAWN.Process(target=target, args=args, daemon=True) for args in argsets]
-    for p in procs:
-        p.start()
-    return procs
-
-
-def _join(procs: list[Any]) -> None:
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0, f"child {p.pid} ended with {p.exitcode}"
 
 
 # ------------------------------------------------------------------ messages are RQ jobs
@@ -230,73 +179,10 @@ def test_rq_rate_limit_would_reorder_a_session(raw: redis.Redis[bytes], namespac
     assert delivered == [f"{namespace}-{i}" for i in (8, 10, 11, 9)]
 
 
-# ------------------------------------------------------------- atomicity across processes
-
-
-def test_dedupe_is_atomic_across_racing_processes(
-    server: RedisServer, namespace: str, raw: redis.Redis[bytes]
-) -> None:
-    # Given two processes that enqueue the same 40 (content_session_id, tool_use_id) keys
-    procs_n, keys = 2, RACED_KEYS
-    barrier, out = SPAWN.Barrier(procs_n), SPAWN.Queue()
-    argsets = [(server.url, namespace, who, barrier, out) for who in range(procs_n)]
-    procs = _run_children(_race_enqueues, argsets)
-    results = [out.get(timeout=60) for _ in range(procs_n * keys)]
-    _join(procs)
-    # Then each key was stored once, as one RQ job, and both racers got that one id back
-    with _open(server.url, namespace) as eng:
-        for k in range(keys):
-            mine = [(mid, dup) for key, mid, dup in results if key == k]
-            assert sorted(dup for _, dup in mine) == [False, True]
-            assert len({mid for mid, _ in mine}) == 1
-        stored = eng.inspect_raw()
-        assert len(stored) == keys
-        jobs = Job.fetch_many([f"{namespace}-{m.id}" for m in stored], connection=raw)
-        assert all(job is not None for job in jobs)
-        assert eng.get_total_queue_depth() == keys
-        eng.destroy()
-
-
-def test_one_message_in_flight_per_session_across_consumer_processes(
-    server: RedisServer, namespace: str
-) -> None:
-    # Given two consumer processes blocked on the same session
-    ready = [SPAWN.Event(), SPAWN.Event()]
-    out = SPAWN.Queue()
-    procs = _run_children(_consume, [(server.url, namespace, "s", r, out) for r in ready])
-    for r in ready:
-        assert r.wait(30)
-    # When 30 messages arrive
-    with _open(server.url, namespace) as eng:
-        sent = [eng.enqueue("s", "c", obs(i=i)).message_id for i in range(30)]
-        deliveries = sorted(out.get(timeout=30) for _ in sent)
-        _join(procs)
-        assert eng.get_total_queue_depth() == 0
-        eng.destroy()
-    # Then each was delivered once, in order, and no two were ever in flight together
-    assert [d[0] for d in deliveries] == sent
-    by_start = sorted(deliveries, key=lambda d: d[1])
-    assert [d[0] for d in by_start] == sent
-    for (_, _, end), (_, start, _) in itertools.pairwise(by_start):
-        assert start > end
-
-
-def test_sessions_do_not_hold_each_other_up(engine: RqEngine) -> None:
-    for s in ("a", "b"):
-        engine.enqueue(s, "c", obs(s=s))
-        engine.enqueue(s, "c", obs(s=s))
-    a, b = engine.claim_next("a"), engine.claim_next("b")
-    assert a is not None and b is not None
-    assert engine.claim_next("a") is None and engine.claim_next("b") is None
-    engine.mark_processed(b)
-    nxt = engine.claim_next("b")
-    assert nxt is not None and nxt.id > b.id
-
-
 # -------------------------------------------------------------- leases (P6, P7, P8, P15)
 
 
-def test_stalled_claim_is_recovered_and_old_token_is_fenced(
+def test_a_recovered_stall_is_the_new_execution_in_rqs_started_registry(
     engine: RqEngine, raw: redis.Redis[bytes], namespace: str
 ) -> None:
     engine.enqueue("s", "c", obs("toolu_1", n=1))
@@ -315,12 +201,7 @@ def test_stalled_claim_is_recovered_and_old_token_is_fenced(
     assert started.get_job_and_execution_ids(cleanup=False) == [
         (f"{namespace}-{first.id}", str(again.claim.token))
     ]
-    # Then every use of the old claim is refused and changes nothing
-    for act in (engine.mark_processed, engine.extend_lease):
-        with pytest.raises(StaleClaimError):
-            act(first)
-    with pytest.raises(StaleClaimError):
-        engine.mark_failed(first, "late")
+    # (that every use of the old claim is refused is P8, the suite's)
     held, waiting = engine.inspect_raw()
     assert (held.status, held.claim_token, held.last_error) == (
         "processing",
@@ -368,20 +249,6 @@ def test_retry_keeps_the_place_until_due(server: RedisServer, namespace: str) ->
         eng.mark_failed(again, "out of attempts", retry=True)
         assert [(m.id, m.last_error) for m in eng.list_dead()] == [(first, "out of attempts")]
         eng.destroy()
-
-
-def test_extend_lease_keeps_the_claim(engine: RqEngine) -> None:
-    engine.enqueue("s", "c", obs())
-    msg = engine.claim_next("s")
-    assert msg is not None and msg.claim is not None
-    for _ in range(3):
-        time.sleep(0.15)
-        claim = engine.extend_lease(msg, 0.3)
-        assert claim.token == msg.claim.token
-        assert claim.lease_expires_at_ms > msg.claim.lease_expires_at_ms
-    assert engine.claim_next("s") is None
-    assert engine.inspect_raw()[0].lease_expires_at_ms == claim.lease_expires_at_ms
-    engine.mark_processed(msg)
 
 
 def test_reset_voids_the_claim_and_keeps_the_place(
@@ -474,70 +341,28 @@ def test_destroy_removes_only_its_namespace(
         other.destroy()
 
 
-# ---------------------------------------------------------------------------- wakeup (P9)
+# ---------------------------------------------------------------------------- wakeup
 
 
-def test_iterator_in_another_process_gets_messages_fast(
+def test_a_waiter_on_another_connection_is_woken_by_the_wake_list(
     server: RedisServer, namespace: str
 ) -> None:
-    ready, out = SPAWN.Event(), SPAWN.Queue()
-    procs = _run_children(_receive, [(server.url, namespace, "s", ready, out)])
-    assert ready.wait(30)
-    latencies = []
-    with _open(server.url, namespace) as eng:
-        for i in range(20):
-            time.sleep(0.05)  # let the consumer block again
-            eng.enqueue("s", "c", obs(i=i, sent=time.monotonic()))
-            latencies.append(out.get(timeout=10))
-        _join(procs)
-        eng.destroy()
+    """The glue's wake list, not the iterator's 0.2 s re-poll, wakes a blocked consumer."""
+    with _open(server.url, namespace) as producer, _open(server.url, namespace) as consumer:
+        latencies = wake_latencies(producer, consumer)
+        producer.destroy()
     assert max(latencies) < 1.0, latencies
     assert statistics.median(latencies) < 0.05, latencies  # a 0.2 s re-poll would give ~0.1 s
 
 
-# --------------------------------------------------------------- server crash (P4, P5, P14)
-
-
-def test_kill9_with_appendfsync_always_keeps_every_returned_write(
-    server: RedisServer, namespace: str, raw: redis.Redis[bytes]
-) -> None:
-    eng = _open(server.url, namespace, connect_timeout_s=1.0)
-    payloads, acked = {}, []
-    for i in range(30):
-        r = eng.enqueue(f"s{i % 3}", "c", obs(f"toolu_{i}", i=i, text="ünïcødé"))
-        payloads[r.message_id] = {"i": i, "text": "ünïcødé"}
-    for s in ("s0", "s1", "s2"):
-        msg = eng.claim_next(s)
-        assert msg is not None
-        eng.mark_processed(msg)
-        acked.append(msg.id)
-    in_flight = eng.claim_next("s0")
-    assert in_flight is not None and in_flight.claim is not None
-    server.kill9()
-    with pytest.raises(EngineUnavailableError, match="is the server running"):
-        eng.get_total_queue_depth()
-    server.start()
-    # Then the same engine object reconnects and reloads its scripts by itself
-    assert eng.enqueue("s0", "c", obs("toolu_29")).duplicate
-    # And every returned enqueue is there as an RQ job, every returned ack is gone
-    stored = eng.inspect_raw()
-    assert {m.id: m.payload for m in stored} == {
-        k: v for k, v in payloads.items() if k not in acked
-    }
-    (held,) = [m for m in stored if m.status == "processing"]
-    assert held.claim_token == in_flight.claim.token
-    assert rq_queue(raw, namespace, "s1").count == 9
-    assert eng.enqueue("s0", "c", obs("toolu_new")).message_id > max(payloads)
-    eng.mark_processed(in_flight)
-    eng.destroy()
-    eng.close()
+# ---------------------------------------------------------------- a silent server (P14)
 
 
 def test_unreachable_server_fails_within_connect_timeout() -> None:
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # accepts connections, never answers
-    ports = {"refused": free_port(), "silent": silent.getsockname()[1]}
+    ports = {"silent": silent.getsockname()[1]}  # a refused port is the suite's (P14)
     try:
         for port in ports.values():
             started = time.monotonic()
@@ -565,24 +390,6 @@ def test_describe_reports_versions_persistence_and_glue(engine: RqEngine) -> Non
         "server_crash_durable": True,
     }
     assert info["glue"] == list(RqEngine.glue)
-
-
-def test_iterator_consumer_thread_ends_on_close(engine: RqEngine) -> None:
-    errors: list[BaseException] = []
-
-    def consume() -> None:
-        try:
-            list(engine.create_iterator("s"))
-        except BaseException as exc:
-            errors.append(exc)
-
-    t = threading.Thread(target=consume)
-    t.start()
-    time.sleep(0.3)  # blocked in BLPOP on the session's wake list
-    engine.close()
-    t.join(timeout=2)
-    assert not t.is_alive()
-    assert [type(e).__name__ for e in errors] == ["EngineClosedError"]
 
 
 def test_wake_list_stays_one_token_and_idle_claims_drop_it(

@@ -32,7 +32,7 @@ from obsqueue.errors import (
     InvalidMessageError,
     StaleClaimError,
 )
-from tests.integration.children import child
+from tests.integration.helpers import child
 
 pytestmark = pytest.mark.integration
 
