@@ -1,20 +1,16 @@
 """The Huey adapters' own mechanics, on a throwaway redis-server and on tmp_path SQLite files.
 
-The shared conformance suite checks the contract; these tests check what is particular to
-``huey+redis://`` and ``huey+sqlite:///``: the tasks are real Huey tasks, the in-flight record is
-written before Huey's dequeue (so a consumer SIGKILLed anywhere loses nothing — where Huey alone
-would), the residue and orphan paths, dedupe records checked against Huey's queue, clear, error
-translation, durability across kill -9 of the server, describe(), and wakeup across processes.
+The shared conformance suite checks the properties (P1-P16, docs/properties.md), random
+consumer kills and kill -9 of the server included; these tests check only what is particular to
+``huey+redis://`` and ``huey+sqlite:///``: the tasks are real Huey tasks, one Huey queue per
+session, the in-flight record written before Huey's dequeue (a SIGKILLed holder loses nothing
+where Huey alone would), the residue and orphan paths, retry and clear against Huey's queue, the
+dedupe record of a producer that died, calls that run once, URL errors, describe().
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
-import random
-import signal
-import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,18 +21,18 @@ import pytest
 import redis
 from huey import RedisHuey, SqliteHuey
 
+from obsqueue.conformance.spec import EngineSpec
 from obsqueue.engines.base import PendingMessage
 from obsqueue.engines.huey.engine import HueyRedisEngine, HueySqliteEngine, huey_name
 from obsqueue.engines.huey.glue import take
 from obsqueue.engines.tasks import record_observation
-from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError
-from obsqueue.servers.base import free_port
+from obsqueue.errors import EngineUnavailableError, InvalidMessageError
 from obsqueue.servers.redis import RedisServer, throwaway_redis
 from tests.conftest import throwaway
+from tests.integration.helpers import child
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-SPAWN = multiprocessing.get_context("spawn")
 CLASSES = {"redis": HueyRedisEngine, "sqlite": HueySqliteEngine}
 Engine = HueyRedisEngine | HueySqliteEngine
 
@@ -53,13 +49,14 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 class Target:
-    """One variant on a fresh store: opens engines (here or, by ``args``, in a child)."""
+    """One variant on a fresh store: opens engines (here or, by ``spec``, in a child)."""
 
     def __init__(self, variant: str, url: str, namespace: str) -> None:
         self.variant, self.url, self.namespace = variant, url, namespace
 
-    def args(self) -> tuple[str, str, str]:
-        return self.variant, self.url, self.namespace
+    def spec(self) -> EngineSpec:
+        """The engine as the suite's child processes open it."""
+        return EngineSpec(self.url, {"namespace": self.namespace, "retry_backoff_s": 0})
 
     def open(self, **options: Any) -> Engine:
         return _open(self.variant, self.url, self.namespace, **options)
@@ -124,67 +121,6 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
     return predicate()
 
 
-# ------------------------------------------------------- child processes (spawned)
-
-
-def _hold_first(args: tuple[str, str, str], session: str, ready: Any) -> None:
-    """Claim the session's head and hold it, mid-message, until killed."""
-    eng = _open(*args, lease_s=0.5)
-    msg = eng.claim_next(session)
-    ready.put(None if msg is None else msg.id)
-    time.sleep(60)
-
-
-def _record_then_die(args: tuple[str, str, str], session: str) -> None:
-    """Do the first half of a claim — record Huey's head in the slot — and die by SIGKILL
-    before Huey's dequeue, the window in which Huey alone would have lost the task."""
-    eng = _open(*args, lease_s=0.5)
-    step = eng._store.update(session, lambda tx: tx.slot.ver)
-    head = eng._huey(session)[0].pending(limit=1)[0]
-    env = head.args[0]
-    eng._store.update(session, lambda tx: take(tx, step, env, json.dumps(env), "doomed", 500))
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _consume_logging(args: tuple[str, str, str], session: str, log_path: str) -> None:
-    """Drain the session forever, logging each delivery before the ack and each ack after it."""
-    eng = _open(*args, lease_s=0.3)
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    for msg in eng.create_iterator(session):
-        os.write(fd, f"D {msg.id} {msg.attempt}\n".encode())
-        time.sleep(0.02)
-        eng.mark_processed(msg)
-        os.write(fd, f"A {msg.id}\n".encode())
-
-
-def _race_enqueues(args: tuple[str, str, str], who: int, keys: int, barrier: Any, out: Any) -> None:
-    with _open(*args) as eng:
-        barrier.wait()
-        for k in range(keys):
-            r = eng.enqueue(f"session-of-{who}", "content", obs(f"toolu_{k}", who=who))
-            out.put((k, r.message_id, r.duplicate))
-
-
-def _receive(args: tuple[str, str, str], session: str, ready: Any, out: Any) -> None:
-    with _open(*args) as eng:
-        ready.set()
-        for msg in eng.create_iterator(session, idle_timeout=1.5):
-            out.put(time.time() - msg.payload["sent"])
-            eng.mark_processed(msg)
-
-
-def _spawn(target: Callable[..., None], *args: Any) -> Any:
-    proc = SPAWN.Process(target=target, args=args, daemon=True)
-    proc.start()
-    return proc
-
-
-def _kill(proc: Any) -> None:
-    if proc.pid is not None and proc.exitcode is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.join(timeout=30)
-
-
 # ------------------------------------------------------------------------- the tasks
 
 
@@ -220,38 +156,20 @@ def test_each_session_is_its_own_huey_queue_in_fifo_order(engine: Engine) -> Non
     assert engine.get_total_queue_depth() == 0
 
 
-def test_round_trip_and_claim_fields(engine: Engine) -> None:
-    payload = {"text": "😀 naïve", "nested": {"list": [1, 2.5, None, True]}, "big": "x" * 70000}
-    r = engine.enqueue(7, "content", PendingMessage("summarize", "toolu_9", payload, 123))
-    msg = engine.claim_next("7", consumer_id="me")
-    assert msg is not None
-    assert (msg.id, msg.session_id, msg.kind, msg.tool_use_id) == (
-        r.message_id,
-        "7",
-        "summarize",
-        "toolu_9",
-    )
-    assert msg.payload == payload and msg.original_timestamp == 123
-    assert msg.attempt == 1 and msg.claim is not None and msg.claim.consumer_id == "me"
-    engine.mark_processed(msg)
-    with pytest.raises(StaleClaimError):
-        engine.mark_processed(msg)
-    assert engine.inspect_raw() == []
-
-
 # ----------------------------------------------------- the in-flight record (glue)
 
 
 def test_huey_alone_loses_a_task_whose_consumer_dies_and_the_glue_keeps_it(
-    target: Target, engine: Engine
+    target: Target, engine: Engine, tmp_path: Path
 ) -> None:
-    # Given three messages and a consumer process holding the first one, mid-message
+    # Given three messages and the suite's holder process holding the first one, mid-message
     ids = fill(engine, "s1", 3)
-    ready = SPAWN.Queue()
-    proc = _spawn(_hold_first, target.args(), "s1", ready)
-    assert ready.get(timeout=30) == ids[0]
-    # When the consumer is SIGKILLed
-    _kill(proc)
+    with child(
+        "claim_and_hold", target.spec(), tmp_path, "holder", session="s1", lease_s=0.5
+    ) as holder:
+        assert holder.expect("claimed")["message_id"] == ids[0]
+        # When the consumer is SIGKILLed
+        holder.sigkill()
     # Then Huey's queue no longer has the task (Huey's dequeue removed it: alone, it is lost),
     assert huey_queue_ids(engine, "s1") == ids[1:]
     # but the glue's record holds it, in flight, and nothing of the session is claimable
@@ -274,11 +192,13 @@ def test_huey_alone_loses_a_task_whose_consumer_dies_and_the_glue_keeps_it(
 def test_death_between_record_and_dequeue_leaves_a_residue_that_is_never_redelivered(
     target: Target, engine: Engine
 ) -> None:
-    # Given a consumer process SIGKILLed after recording the head, before Huey's dequeue
+    # Given a consumer that did the first half of a claim — recorded Huey's head in the slot —
+    # and died before Huey's dequeue, the window in which Huey alone would lose the task
     ids = fill(engine, "s1", 3)
-    proc = _spawn(_record_then_die, target.args(), "s1")
-    proc.join(timeout=30)
-    assert proc.exitcode == -signal.SIGKILL
+    with target.open(lease_s=0.5) as doomed:
+        step = doomed._store.update("s1", lambda tx: tx.slot.ver)
+        env = doomed._huey("s1")[0].pending(limit=1)[0].args[0]
+        doomed._store.update("s1", lambda tx: take(tx, step, env, json.dumps(env), "doomed", 500))
     # Then the task is both in the record and at the head of Huey's queue, counted once
     assert huey_queue_ids(engine, "s1") == ids
     assert engine.get_pending_count("s1") == 3
@@ -325,38 +245,6 @@ def test_a_stalled_taker_that_dequeues_by_surprise_keeps_the_task_as_an_orphan(
     assert rest == ids[2:]
 
 
-@pytest.mark.timeout(180)
-def test_consumers_sigkilled_at_random_points_lose_and_repeat_nothing(
-    target: Target, engine: Engine, tmp_path: Path
-) -> None:
-    # Given 30 messages and consumer processes SIGKILLed one after another at random moments
-    ids = fill(engine, "s1", 30)
-    log = tmp_path / "history"
-    rng = random.Random(os.environ.get("PYTHONHASHSEED", "0"))
-    deadline = time.monotonic() + 120
-    while engine.get_pending_count("s1") and time.monotonic() < deadline:
-        proc = _spawn(_consume_logging, target.args(), "s1", str(log))
-        time.sleep(rng.uniform(0.45, 0.8))  # a spawned interpreter needs ~0.35 s to start
-        _kill(proc)
-    # Then the queue drained, every message was delivered in order, each acked once, and none
-    # was delivered again after its ack returned
-    assert engine.get_pending_count("s1") == 0
-    lines = [line.split() for line in log.read_text().splitlines()]
-    delivered = [int(f[1]) for f in lines if f[0] == "D"]
-    acked = [int(f[1]) for f in lines if f[0] == "A"]
-    assert set(delivered) == set(ids)
-    assert delivered == sorted(delivered), "a message came before an earlier one"
-    assert len(acked) == len(set(acked))
-    seen_ack: set[int] = set()
-    for kind, mid, *_ in lines:
-        assert not (kind == "D" and int(mid) in seen_ack), f"{mid} delivered after its ack"
-        if kind == "A":
-            seen_ack.add(int(mid))
-    assert engine.inspect_raw() == [] and huey_queue_ids(engine, "s1") == []
-    redelivered = [f for f in lines if f[0] == "D" and f[2] != "1"]
-    assert redelivered, "no kill landed mid-message, so this run proved nothing"
-
-
 def test_retry_keeps_the_place_in_the_record_not_at_hueys_tail(engine: Engine) -> None:
     ids = fill(engine, "s1", 2)
     msg = engine.claim_next("s1")
@@ -388,32 +276,7 @@ def test_clear_removes_hueys_queue_and_pending_record_but_not_the_message_in_fli
     assert ids[0] not in {m.id for m in engine.inspect_raw()}
 
 
-def test_reset_returns_the_message_in_flight_to_pending_at_its_place(engine: Engine) -> None:
-    ids = fill(engine, "s1", 2)
-    first = engine.claim_next("s1", lease_s=60)
-    assert first is not None
-    assert engine.reset_processing_to_pending() == 1
-    with pytest.raises(StaleClaimError):
-        engine.mark_processed(first)
-    again = engine.claim_next("s1")
-    assert again is not None and (again.id, again.attempt) == (ids[0], 2)
-
-
 # --------------------------------------------------------------------------- dedupe
-
-
-def test_dedupe_holds_while_queued_in_huey_or_held_and_ends_with_the_message(
-    engine: Engine,
-) -> None:
-    r = engine.enqueue("s1", "content", obs("toolu_1"))
-    assert engine.enqueue("s2", "content", obs("toolu_1")).message_id == r.message_id
-    assert engine.enqueue("s1", "other-content", obs("toolu_1")).duplicate is False
-    msg = engine.claim_next("s1")
-    assert msg is not None and msg.id == r.message_id
-    assert engine.enqueue("s1", "content", obs("toolu_1")).duplicate is True
-    engine.mark_failed(msg, "dead", retry=False)
-    fresh = engine.enqueue("s1", "content", obs("toolu_1"))
-    assert fresh.duplicate is False and fresh.message_id > r.message_id
 
 
 def test_dedupe_record_of_a_producer_that_died_before_enqueueing_is_replaced_after_grace(
@@ -433,48 +296,7 @@ def test_dedupe_record_of_a_producer_that_died_before_enqueueing_is_replaced_aft
     assert engine.get_pending_count("s1") == 1
 
 
-def test_dedupe_is_atomic_across_racing_processes(target: Target, engine: Engine) -> None:
-    procs_n, keys = 3, 25
-    barrier, out = SPAWN.Barrier(procs_n), SPAWN.Queue()
-    procs = [
-        _spawn(_race_enqueues, target.args(), who, keys, barrier, out) for who in range(procs_n)
-    ]
-    results = [out.get(timeout=60) for _ in range(procs_n * keys)]
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
-    for k in range(keys):
-        mine = [(mid, dup) for key, mid, dup in results if key == k]
-        assert sorted(dup for _, dup in mine) == [False, True, True]
-        assert len({mid for mid, _ in mine}) == 1
-    assert engine.get_total_queue_depth() == keys
-
-
 # ----------------------------------------------------------------- wakeup, errors
-
-
-def test_consumer_in_another_process_wakes_fast(target: Target, engine: Engine) -> None:
-    ready, out = SPAWN.Event(), SPAWN.Queue()
-    proc = _spawn(_receive, target.args(), "s1", ready, out)
-    assert ready.wait(30)
-    time.sleep(0.5)
-    delays = []
-    for _ in range(25):
-        engine.enqueue("s1", "content", obs(sent=time.time()))
-        delays.append(out.get(timeout=10))
-        time.sleep(random.uniform(0.02, 0.08))
-    proc.join(timeout=30)
-    delays.sort()
-    p99 = delays[-1]
-    assert p99 < 0.5, f"median {statistics.median(delays):.4f} s, max {p99:.4f} s"
-
-
-def test_unreachable_redis_is_reported_within_the_connect_timeout() -> None:
-    url = f"huey+redis://127.0.0.1:{free_port()}/0"
-    started = time.monotonic()
-    with pytest.raises(EngineUnavailableError, match=r"127\.0\.0\.1"):
-        HueyRedisEngine(url, connect_timeout_s=0.5)
-    assert time.monotonic() - started < 2.0
 
 
 def test_redis_calls_run_once_and_say_a_write_may_have_happened(
@@ -517,26 +339,3 @@ def test_describe_reads_versions_and_durability_from_the_live_backend(engine: En
             "synchronous": 2,
             "huey_synchronous": 2,
         }
-
-
-def test_redis_kill9_and_restart_keeps_queued_and_in_flight_messages() -> None:
-    server = _start_redis()
-    try:
-        eng = HueyRedisEngine("huey+" + server.url, namespace="crash", connect_timeout_s=1.0)
-        ids = fill(eng, "s1", 3)
-        held = eng.claim_next("s1", lease_s=60)
-        assert held is not None
-        server.kill9()
-        with pytest.raises(EngineUnavailableError):
-            eng.enqueue("s1", "content", obs())
-        server.start()
-        assert eng.get_pending_count("s1") == 3
-        assert eng.reset_processing_to_pending("s1") == 1
-        got = []
-        for msg in eng.create_iterator("s1", idle_timeout=0.3):
-            got.append((msg.id, msg.attempt))
-            eng.mark_processed(msg)
-        assert got == [(ids[0], 2), (ids[1], 1), (ids[2], 1)]
-        eng.close()
-    finally:
-        server.stop()
