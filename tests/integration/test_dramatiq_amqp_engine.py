@@ -1,9 +1,10 @@
 """The Dramatiq-on-RabbitMQ adapter's own mechanics, on a throwaway RabbitMQ node per module.
 
-The shared conformance suite checks the contract; these tests check what is particular to
-``dramatiq+amqp://``: messages are Dramatiq messages in Dramatiq's durable queues, order and the
-single-active-consumer gate, acks that survive kill -9 of the node, the oracle's side effects,
-error translation, and the throwaway node itself. Never the machine's shared RabbitMQ.
+The shared conformance suite checks the properties (P1-P16, docs/properties.md); these tests
+check only what is particular to ``dramatiq+amqp://``: messages are Dramatiq messages in
+Dramatiq's durable queues and dead-letter queues, the single-active-consumer gate, what survives
+kill -9 of the node, the oracle's side effects, a silent server, describe(), and the throwaway
+node itself. Never the machine's shared RabbitMQ.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from dramatiq.message import Message
 from obsqueue.engines import open_engine, tasks
 from obsqueue.engines.base import PendingMessage
 from obsqueue.engines.dramatiq.amqp_engine import DramatiqAmqpEngine, amqp_queue_name
-from obsqueue.errors import EngineUnavailableError, StaleClaimError
-from obsqueue.servers.base import ServerUnavailableError, free_port
+from obsqueue.errors import EngineUnavailableError
+from obsqueue.servers.base import ServerUnavailableError
 from obsqueue.servers.rabbitmq import RabbitmqServer, find_script, throwaway_rabbitmq
 from tests.conftest import require_binary, throwaway
 
@@ -115,12 +116,6 @@ def test_messages_are_dramatiq_messages_in_durable_queues(
     channel.connection.close()  # requeues it
 
 
-def test_enqueue_order_is_delivery_order(engine: DramatiqAmqpEngine) -> None:
-    ids = [engine.enqueue("s1", CS, _msg(f"m{i}")).message_id for i in range(20)]
-    assert ids == sorted(ids)
-    assert [m.id for m in _drain(engine, "s1", 20)] == ids
-
-
 def test_second_engine_gets_nothing_while_the_first_consumes(
     engine: DramatiqAmqpEngine, server: RabbitmqServer, namespace: str
 ) -> None:
@@ -137,18 +132,6 @@ def test_second_engine_gets_nothing_while_the_first_consumes(
         got = _drain(other, "s1", 1)
         assert [m.payload["key"] for m in got] == ["b"]
         other.destroy()
-
-
-def test_retry_keeps_the_place_and_counts_the_attempt(engine: DramatiqAmqpEngine) -> None:
-    for key in ("first", "second"):
-        engine.enqueue("s1", CS, _msg(key))
-    head = engine.claim_next("s1")
-    assert head is not None
-    engine.mark_failed(head, "transient", retry=True)
-    with pytest.raises(StaleClaimError):
-        engine.mark_processed(head)
-    got = _drain(engine, "s1", 2)
-    assert [(m.payload["key"], m.attempt) for m in got] == [("first", 2), ("second", 1)]
 
 
 def test_dead_message_is_a_dramatiq_dead_letter(
@@ -178,22 +161,14 @@ def test_oracle_reads_without_consuming_or_reordering(engine: DramatiqAmqpEngine
     assert [m.payload["key"] for m in _drain(engine, "s1", 5)] == first
 
 
-def test_clear_purges_pending_and_keeps_the_one_in_flight(engine: DramatiqAmqpEngine) -> None:
-    for i in range(3):
-        engine.enqueue("s1", CS, _msg(f"m{i}"))
-    held = engine.claim_next("s1")
-    assert held is not None
-    assert engine.clear_pending_for_session("s1") == 2
-    engine.mark_processed(held)
-    assert engine.get_pending_count("s1") == 0
-
-
 # ------------------------------------------------------------------------ crash of the node
 
 
 def test_acks_and_enqueues_survive_kill9_and_restart(namespace: str) -> None:
     """Given 5 confirmed enqueues and 2 acks that returned, then a settle pause, kill -9 and
-    restart of the node: exactly the other 3 come back, in order, payloads exact."""
+    restart of the node: exactly the other 3 come back, in order, payloads exact. (The engine
+    does not declare SERVER_CRASH_DURABLE — an ack is not fsynced when it returns — so the
+    suite reports P4/P5 across a server kill as unsupported; this shows what does hold.)"""
     require_binary(_script(), "rabbitmq-server")
     srv = throwaway_rabbitmq()
     try:
@@ -232,11 +207,7 @@ def _unreachable() -> None:
         with pytest.raises(EngineUnavailableError) as info:
             open_engine(f"dramatiq+amqp://u:hunter2secret@127.0.0.1:{port}/", connect_timeout_s=0.5)
         assert time.monotonic() - started < 3.0
-    assert "hunter2" not in str(info.value)
-    started = time.monotonic()
-    with pytest.raises(EngineUnavailableError):
-        open_engine(f"dramatiq+amqp://guest:guest@127.0.0.1:{free_port()}/", connect_timeout_s=0.5)
-    assert time.monotonic() - started < 3.0
+    assert "hunter2" not in str(info.value)  # a refused port is the suite's (P14)
 
 
 def test_describe_reports_versions_durability_and_glue(engine: DramatiqAmqpEngine) -> None:
