@@ -27,7 +27,7 @@ __all__ = [
 
 SCHEMA_VERSION: Final = 1
 
-#: Per property and engine (DESIGN.md §3), from best to worst news.
+#: Per property and engine (docs/properties.md, "Outcomes"), from best to worst news.
 OUTCOMES: Final = ("pass", "unsupported", "expected-fail", "unknown", "fail")
 
 

@@ -1,4 +1,4 @@
-"""The properties P1-P16 (DESIGN.md §3) and the capability each needs."""
+"""The properties P1-P16 (docs/properties.md) and the capability each needs."""
 
 from __future__ import annotations
 
