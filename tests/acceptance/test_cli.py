@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from obsqueue.results import read_results
-from obsqueue.servers import SOURCES, SOURCES_VAR, ServerUnavailableError
-from obsqueue.servers.containers import docker_engine
+from obsqueue.servers import SOURCES, SOURCES_VAR
+from tests.integration.helpers import docker_reason
 
 
 def obsqueue(
@@ -49,15 +49,6 @@ def test_engines_lists_every_builtin(tmp_path: Path) -> None:
 def engines_row(out: subprocess.CompletedProcess[str], scheme: str) -> str:
     assert out.returncode == 0, out.stderr
     return next(line for line in out.stdout.splitlines() if line.startswith(f"{scheme} "))
-
-
-def docker_reason() -> str | None:
-    """None where a Docker engine answers, else why not (what `obsqueue engines` must show)."""
-    try:
-        docker_engine()
-    except ServerUnavailableError as exc:
-        return str(exc)
-    return None
 
 
 def test_engines_names_where_each_server_comes_from(tmp_path: Path) -> None:

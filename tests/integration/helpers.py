@@ -13,6 +13,8 @@ from typing import Any
 from obsqueue.conformance.faults import Child, start_child
 from obsqueue.conformance.spec import EngineSpec
 from obsqueue.engines.base import ObservationQueueEngine, PendingMessage
+from obsqueue.servers import ServerUnavailableError
+from obsqueue.servers.containers import docker_engine
 
 
 @contextlib.contextmanager
@@ -57,3 +59,12 @@ def wake_latencies(
         thread.join(timeout=10)
     assert len(latencies) == count, f"{count - len(latencies)} messages were not delivered"
     return latencies
+
+
+def docker_reason() -> str | None:
+    """None where a Docker engine answers (testcontainers can serve), else why not."""
+    try:
+        docker_engine()
+    except ServerUnavailableError as exc:
+        return str(exc)
+    return None

@@ -230,6 +230,17 @@ def test_consumer_sigkilled_mid_message_is_recovered_at_the_head(
     assert sum(raw.scard(k) for k in raw.scan_iter(match=acks)) == 0
 
 
+def _raw_broker(raw: redis.Redis[bytes], ns: str) -> RedisBroker:
+    """Dramatiq's broker as its users make one: 500 ms heartbeats, maintenance on every command."""
+    return RedisBroker(
+        client=raw,
+        namespace=ns,
+        middleware=[],
+        heartbeat_timeout=500,
+        maintenance_chance=MAINTENANCE_SCALE,
+    )
+
+
 def test_dramatiqs_own_recovery_requeues_at_the_back_uncounted_and_unfenced(
     server: RedisServer, raw: redis.Redis[bytes], namespace: str
 ) -> None:
@@ -238,23 +249,11 @@ def test_dramatiqs_own_recovery_requeues_at_the_back_uncounted_and_unfenced(
     messages enqueued after it, with nothing counting the extra delivery; and an ack from the
     dead consumer's broker id afterwards is a silent no-op. The adapter's glue replaces this."""
     ns = f"obsq-dramatiq-raw:{namespace}"
-    broker = RedisBroker(
-        client=raw,
-        namespace=ns,
-        middleware=[],
-        heartbeat_timeout=500,
-        maintenance_chance=MAINTENANCE_SCALE,
-    )
+    broker = _raw_broker(raw, ns)
     for i in range(3):
         broker.enqueue(Message("q", "record_observation", (f"m{i}",), {}, {}))
     # A consumer that fetched m0 and then died: its broker never heartbeats again
-    dead = RedisBroker(
-        client=raw,
-        namespace=ns,
-        middleware=[],
-        heartbeat_timeout=500,
-        maintenance_chance=MAINTENANCE_SCALE,
-    )
+    dead = _raw_broker(raw, ns)
     dead_consumer = dead.consume("q", prefetch=1, timeout=100)
     fetched = next(dead_consumer)
     assert fetched is not None and fetched.args[0] == "m0"

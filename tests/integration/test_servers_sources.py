@@ -14,18 +14,10 @@ from obsqueue.servers import (
     resolve_engine,
     source_order,
 )
-from obsqueue.servers.containers import docker_engine
 from tests.conftest import throwaway
+from tests.integration.helpers import docker_reason
 
 pytestmark = pytest.mark.integration
-
-
-def docker_reason() -> str | None:
-    try:
-        docker_engine()
-    except ServerUnavailableError as exc:
-        return str(exc)
-    return None
 
 
 def test_the_environment_comes_first_unless_the_run_kills_the_server() -> None:

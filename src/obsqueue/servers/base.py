@@ -17,7 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from obsqueue.errors import EngineUnavailableError, ObsqueueError
 
@@ -25,6 +25,7 @@ __all__ = [
     "ServerHandle",
     "ServerUnavailableError",
     "free_port",
+    "started",
     "kill_pid",
     "wait_for_port",
     "which_or_none",
@@ -100,6 +101,20 @@ class ServerHandle(abc.ABC):
                 f"cannot {what} a {self.kind} server this suite did not start ({self.url}); "
                 "fault tests need a throwaway instance"
             )
+
+
+H = TypeVar("H", bound="ServerHandle")
+
+
+def started(server: H) -> H:
+    """``server`` started; if starting fails (or is interrupted), stopped again — its processes
+    and directory removed — before the error goes on."""
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def free_port(host: str = "127.0.0.1") -> int:

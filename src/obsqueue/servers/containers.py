@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from obsqueue.servers.base import ServerHandle, ServerUnavailableError, free_port, wait_for_port
+from obsqueue.servers.base import (
+    ServerHandle,
+    ServerUnavailableError,
+    free_port,
+    started,
+    wait_for_port,
+)
 from obsqueue.servers.postgres import PG_PROFILES
 from obsqueue.servers.redis import REDIS_PROFILES
 
@@ -147,14 +153,14 @@ class ContainerServer(ServerHandle):
 
     def start(self) -> None:
         """Create and start the container the first time; ``docker start`` it after a kill."""
-        started = time.monotonic()
+        began = time.monotonic()
         if self.container is None:
             self.container = self._create()
             self.container.start()
         else:
             self.container.get_wrapped_container().start()
         self._wait_ready()
-        self.start_seconds.append(time.monotonic() - started)
+        self.start_seconds.append(time.monotonic() - began)
 
     def _create(self) -> DockerContainer:
         from testcontainers.core.container import DockerContainer
@@ -219,9 +225,4 @@ def container_server(kind: str, durability: str = "durable") -> ContainerServer:
         image=IMAGES[kind],
         password=secrets.token_hex(8),
     )
-    try:
-        server.start()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return started(server)

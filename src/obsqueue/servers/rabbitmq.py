@@ -49,6 +49,7 @@ from obsqueue.servers.base import (
     ServerUnavailableError,
     free_port,
     kill_pid,
+    started,
     wait_for_port,
     which_or_none,
 )
@@ -270,12 +271,7 @@ def throwaway_rabbitmq(durability: str = "durable") -> RabbitmqServer:
         "disk_free_limit.absolute = 50MB\n"
         "log.file.level = warning\n"
     )
-    try:
-        server.start()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return started(server)
 
 
 def external_rabbitmq(url: str) -> RabbitmqServer:

@@ -17,6 +17,7 @@ from obsqueue.servers.base import (
     ServerHandle,
     ServerUnavailableError,
     free_port,
+    started,
     wait_for_port,
     which_or_none,
 )
@@ -104,12 +105,7 @@ def throwaway_redis(durability: str = "durable") -> RedisServer:
         settings=dict(REDIS_PROFILES[durability]),
         binary=binary,
     )
-    try:
-        server.start()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return started(server)
 
 
 def external_redis(url: str) -> RedisServer:
