@@ -54,6 +54,7 @@ __all__ = [
     "RunAs",
     "external_postgres",
     "find_bindir",
+    "find_throwaway",
     "throwaway_postgres",
 ]
 
@@ -260,6 +261,14 @@ def _start_on_a_free_port(server: PostgresServer, attempts: int = 3) -> None:
 def external_postgres(url: str) -> PostgresServer:
     """A handle on a PostgreSQL named by the environment: usable, never killed or restarted."""
     return PostgresServer(kind="postgres", owned=False, external_url=url)
+
+
+def find_throwaway() -> str:
+    """What a throwaway cluster would run: the binaries, and the system user when this process
+    is root; or ServerUnavailableError saying what is missing."""
+    bindir = find_bindir()
+    run_as = _run_as()
+    return bindir if run_as is None else f"{bindir} (as the {run_as.name} user)"
 
 
 def find_bindir() -> str:

@@ -48,7 +48,7 @@ SOURCES_VAR = "OBSQUEUE_SERVER_SOURCES"
 #: Per kind: what a throwaway instance needs on this machine, how to start one, how to wrap an
 #: external one; and the persistence profiles it can run with.
 _THROWAWAY = {
-    "postgres": (postgres.find_bindir, postgres.throwaway_postgres, postgres.external_postgres),
+    "postgres": (postgres.find_throwaway, postgres.throwaway_postgres, postgres.external_postgres),
     "redis": (redis.find_binary, redis.throwaway_redis, redis.external_redis),
     "rabbitmq": (rabbitmq.find_script, rabbitmq.throwaway_rabbitmq, rabbitmq.external_rabbitmq),
 }
