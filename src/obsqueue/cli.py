@@ -110,8 +110,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from obsqueue.benchmarks.runner import run_drain_benchmarks
     from obsqueue.servers import ENV_VARS, SOURCES_VAR
 
-    workload = DrainWorkload(messages=args.messages, payload_bytes=args.payload_bytes)
     validate_engine_urls(args.urls)
+    workload = DrainWorkload(messages=args.messages, payload_bytes=args.payload_bytes)
     names = (*ENV_VARS.values(), SOURCES_VAR)
     env_urls = {var: os.environ[var] for var in names if os.environ.get(var)}
     run_drain_benchmarks(
