@@ -28,7 +28,7 @@ from obsqueue.engines.base import (
     now_ms,
 )
 from obsqueue.engines.bullmq.loop import LoopThread
-from obsqueue.engines.bullmq.oracle import job_id, message_id, read_stored
+from obsqueue.engines.bullmq.oracle import envelope_fields, job_id, message_id, read_stored
 from obsqueue.engines.redis.link import RedisLink, socket_timeout, to_ms, unlink_matching
 from obsqueue.errors import InvalidMessageError, StaleClaimError
 
@@ -234,15 +234,10 @@ class BullmqEngine(ObservationQueueEngine):
         self._claims[(number, token)] = job
         while len(self._claims) > _REMEMBERED_CLAIMS:
             self._claims.popitem(last=False)
-        env = job.data
         return PendingMessageWithId(
-            kind=env["kind"],
-            tool_use_id=env["tool_use_id"],
-            payload=env["payload"],
-            original_timestamp=env["original_timestamp"],
+            **envelope_fields(job.data),
             id=number,
             session_id=session_id,
-            content_session_id=env["content_session_id"],
             attempt=job.attemptsStarted,
             claim=Claim(int(token), now_ms() + lease_ms, consumer_id),
             enqueued_at_ms=job.timestamp,

@@ -12,13 +12,13 @@ the claim, expiring with the lease; its end is read with ``PEXPIRETIME``, so Red
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from obsqueue.engines.base import MessageStatus, RawMessage
 
-__all__ = ["JOB_ID_PREFIX", "job_id", "message_id", "read_stored"]
+__all__ = ["JOB_ID_PREFIX", "envelope_fields", "job_id", "message_id", "read_stored"]
 
 #: BullMQ (Node) refuses custom job ids that are integers, so ids are ``m<message id>``.
 JOB_ID_PREFIX = "m"
@@ -30,6 +30,14 @@ _ZSETS: dict[str, MessageStatus] = {
     "prioritized": "pending",
     "failed": "dead",
 }
+
+
+def envelope_fields(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The message fields a job's data (``tasks.observation_envelope``) carries, by name."""
+    return {name: envelope[name] for name in _ENVELOPE_FIELDS}
+
+
+_ENVELOPE_FIELDS = ("content_session_id", "kind", "tool_use_id", "payload", "original_timestamp")
 
 
 def job_id(message: int) -> str:
@@ -50,7 +58,7 @@ def read_stored(client: redis.Redis[Any], sessions: list[tuple[str, str]]) -> li
     for base, job, _session, _status in located:
         pipe.hgetall(base + job)
         pipe.get(f"{base}{job}:lock")
-        pipe.execute_command("PEXPIRETIME", f"{base}{job}:lock")  # Redis >= 7.0
+        cast(Any, pipe).execute_command("PEXPIRETIME", f"{base}{job}:lock")  # Redis >= 7.0
     replies = pipe.execute()
     rows = []
     for i, (_base, job, session, status) in enumerate(located):
@@ -88,16 +96,11 @@ def _raw(
     lock: str | None,
     lease_ms: int | None,
 ) -> RawMessage:
-    envelope = json.loads(fields["data"])
     held = status == "processing" and lock is not None and lock.isdigit()
     return RawMessage(
         id=number,
         session_id=session,
-        content_session_id=envelope["content_session_id"],
-        kind=envelope["kind"],
-        tool_use_id=envelope["tool_use_id"],
-        payload=envelope["payload"],
-        original_timestamp=envelope["original_timestamp"],
+        **envelope_fields(json.loads(fields["data"])),
         status=status,
         attempt=int(fields.get("ats") or 0),
         claim_token=int(lock) if held and lock is not None else None,
