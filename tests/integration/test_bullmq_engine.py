@@ -136,6 +136,27 @@ def test_a_bullmq_worker_with_a_processor_consumes_the_engines_jobs(
     assert engine.inspect_raw() == []
 
 
+def test_a_job_added_by_someone_else_is_set_aside_not_delivered(
+    engine: BullmqEngine, server: RedisServer
+) -> None:
+    """Given a plain BullMQ job added to a session queue ahead of obsqueue's message, a claim
+    fails it into BullMQ's failed set with the reason and delivers obsqueue's message."""
+
+    async def add_foreign() -> None:
+        queue = Queue("s1", {"connection": server.url, "prefix": engine._prefix})
+        try:
+            await queue.add("other", {"not": "an envelope"})
+        finally:
+            await queue.close()
+
+    asyncio.run(add_foreign())
+    engine.enqueue("s1", "c1", _msg("ours"))
+    assert _keys(engine, "s1") == ["ours"]
+    failed = _bullmq_queue(engine, server, "s1")["counts"]["failed"]
+    assert failed == 1
+    assert engine.inspect_raw() == []
+
+
 def test_bullmq_retries_a_failed_job_behind_later_ones(engine: BullmqEngine) -> None:
     """Why P1 fails: BullMQ's moveToFailed with attempts left re-queues the job at the back of
     its queue (retryJob LPUSH), so the session's next message is delivered first."""

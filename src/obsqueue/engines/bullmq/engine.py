@@ -4,15 +4,13 @@ glue and what BullMQ does not give)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import secrets
-from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import quote
 
 import redis.asyncio
-from bullmq import Job, Queue, UnrecoverableError, Worker
+from bullmq import UnrecoverableError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -29,6 +27,7 @@ from obsqueue.engines.base import (
 )
 from obsqueue.engines.bullmq.loop import LoopThread
 from obsqueue.engines.bullmq.oracle import envelope_fields, job_id, message_id, read_stored
+from obsqueue.engines.bullmq.sessions import SessionQueues, queue_name
 from obsqueue.engines.redis.link import RedisLink, socket_timeout, to_ms, unlink_matching
 from obsqueue.errors import InvalidMessageError, StaleClaimError
 
@@ -38,8 +37,6 @@ T = TypeVar("T")
 
 #: How BullMQ's scripts say a job is no longer held by the token given (``finishedErrors``).
 _STALE_MARKS = ("Missing key for job", "Missing lock for job", "Lock mismatch", "is not in the")
-#: Claims remembered for acknowledgement; older ones are fetched again with ``Job.fromId``.
-_REMEMBERED_CLAIMS = 10_000
 
 
 class BullmqEngine(ObservationQueueEngine):
@@ -77,7 +74,6 @@ class BullmqEngine(ObservationQueueEngine):
             raise InvalidMessageError(
                 "stalled_interval_s", f"must be seconds > 0, got {stalled_interval_s!r}"
             )
-        self._stalled_ms = to_ms(stalled_interval_s)
         redis_url = url.split("+", 1)[1]
         self._link = RedisLink(
             redis_url,
@@ -102,22 +98,28 @@ class BullmqEngine(ObservationQueueEngine):
             max_connections=max_connections,
         )
         self._client: Any = redis.asyncio.Redis(connection_pool=self._pool)  # stubs lag 5.x
+        self._sessions = SessionQueues(  # used only on the loop's thread
+            self._client,
+            prefix=self._prefix,
+            stalled_ms=to_ms(stalled_interval_s),
+            max_stalled=self.options.max_attempts - 1,
+            backoff_ms=self.retry_delay_ms,
+        )
         self._loop = LoopThread(f"obsqueue-bullmq-{ns}")
-        # BullMQ objects, touched only on the loop's thread:
-        self._queues: dict[str, Queue] = {}
-        self._serialised: set[str] = set()
-        self._workers: dict[tuple[str, int], Worker] = {}
-        self._claims: OrderedDict[tuple[int, str], Job] = OrderedDict()
 
     # --------------------------------------------------------------------- loop and errors
 
-    def _call(self, make: Callable[[], Coroutine[Any, Any, T]], *, repeatable: bool) -> T:
+    def _call(self, make: Callable[[], Awaitable[T]], *, repeatable: bool) -> T:
         """Run one coroutine on the private loop, with the Redis link's retry and error rules."""
+
+        async def run() -> T:
+            return await make()
+
         return self._link.call(
-            lambda: self._loop.run(make(), timeout_s=self._call_timeout_s), repeatable=repeatable
+            lambda: self._loop.run(run(), timeout_s=self._call_timeout_s), repeatable=repeatable
         )
 
-    def _fenced(self, msg: PendingMessageWithId, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    def _fenced(self, msg: PendingMessageWithId, make: Callable[[], Awaitable[T]]) -> T:
         """A call under ``msg``'s claim: BullMQ's lock errors become ``StaleClaimError``."""
         try:
             return self._call(make, repeatable=False)
@@ -126,43 +128,11 @@ class BullmqEngine(ObservationQueueEngine):
                 raise
             raise _stale(msg, str(exc)) from None
 
-    # ------------------------------------------------------------------- BullMQ's objects
-
-    def _options(self) -> dict[str, Any]:
-        strategy = {"backoffStrategy": lambda made, _type, _err, _job: self.retry_delay_ms(made)}
-        return {"connection": self._client, "prefix": self._prefix, "settings": strategy}
-
-    def _queue(self, session_id: str) -> Queue:
-        queue = self._queues.get(session_id)
-        if queue is None:
-            queue = self._queues[session_id] = Queue(quote(session_id, safe=""), self._options())
-        return queue
-
-    async def _serial_queue(self, session_id: str) -> Queue:
-        """The session's queue with BullMQ's global concurrency set to 1 (once per object)."""
-        queue = self._queue(session_id)
-        if session_id not in self._serialised:
-            await queue.setGlobalConcurrency(1)
-            self._serialised.add(session_id)
-        return queue
-
-    async def _worker(self, session_id: str, lease_ms: int) -> Worker:
-        """A manual worker (no processor) for the session, one per lease duration."""
-        worker = self._workers.get((session_id, lease_ms))
-        if worker is None:
-            queue = await self._serial_queue(session_id)
-            opts = {
-                **self._options(),
-                "autorun": False,
-                "lockDuration": lease_ms,
-                "stalledInterval": self._stalled_ms,
-                "maxStalledCount": self.options.max_attempts - 1,
-            }
-            worker = self._workers[(session_id, lease_ms)] = Worker(queue.name, None, opts)
-        return worker
-
     def _key(self, name: str) -> str:
         return self._glue + name
+
+    async def _all_sessions(self) -> list[str]:
+        return sorted(await self._client.smembers(self._key("sessions")))
 
     # --------------------------------------------------------------------------- primitives
 
@@ -175,7 +145,7 @@ class BullmqEngine(ObservationQueueEngine):
     async def _add(
         self, session_id: str, message: PendingMessage, envelope: dict[str, Any]
     ) -> EnqueueResult:
-        queue = await self._serial_queue(session_id)
+        queue = await self._sessions.serial_queue(session_id)
         pipe = self._client.pipeline(transaction=True)
         pipe.incr(self._key("ids"))
         pipe.sadd(self._key("sessions"), session_id)
@@ -187,53 +157,27 @@ class BullmqEngine(ObservationQueueEngine):
             "removeOnFail": False,
         }
         if self.options.retry_backoff_s > 0:
-            opts["backoff"] = {"type": "obsqueue"}  # the strategy in the worker's settings
+            opts["backoff"] = {"type": "obsqueue"}  # the strategy in the queues' settings
         if message.tool_use_id is not None:
             key = f"{envelope['content_session_id']}\x1f{message.tool_use_id}"
             opts["deduplication"] = {"id": key}
         job = await queue.add(message.kind, envelope, opts)
         first = message_id(str(job.id))
         if first is None:
-            raise RuntimeError(f"BullMQ returned a job id obsqueue did not write: {job.id!r}")
+            raise RuntimeError(
+                f"BullMQ deduplicated into job {job.id!r}, which obsqueue did not write: remove "
+                f"it from queue {queue.name!r}"
+            )
         return EnqueueResult(first, duplicate=first != number)
 
     def _claim_next(
         self, session_id: str, consumer_id: str, lease_s: float
     ) -> PendingMessageWithId | None:
-        return self._call(
-            lambda: self._claim(session_id, consumer_id, to_ms(lease_s)), repeatable=False
-        )
-
-    async def _claim(
-        self, session_id: str, consumer_id: str, lease_ms: int
-    ) -> PendingMessageWithId | None:
-        worker = await self._worker(session_id, lease_ms)
-        for _ in range(5):
-            token = str(secrets.randbelow(2**53 - 1) + 1)  # "0" would skip BullMQ's lock check
-            job = await worker.moveToActive(token)
-            if job is None:
-                # As a BullMQ worker's stalled-check timer does, rate-limited by BullMQ's key.
-                moved = await worker.backend.moveStalledJobsToWait(
-                    worker.opts["maxStalledCount"], self._stalled_ms
-                )
-                if moved:
-                    continue
-                return None
-            if job.deferredFailure:  # stalled too often: failed here, as Worker.processJob does
-                await job.moveToFailed(UnrecoverableError(job.deferredFailure), token)
-                continue
-            return self._delivered(session_id, consumer_id, lease_ms, job, token)
-        return None
-
-    def _delivered(
-        self, session_id: str, consumer_id: str, lease_ms: int, job: Job, token: str
-    ) -> PendingMessageWithId:
-        number = message_id(str(job.id))
-        if number is None:
-            raise RuntimeError(f"session {session_id!r} holds a job obsqueue did not write")
-        self._claims[(number, token)] = job
-        while len(self._claims) > _REMEMBERED_CLAIMS:
-            self._claims.popitem(last=False)
+        lease_ms = to_ms(lease_s)
+        claimed = self._call(lambda: self._sessions.claim(session_id, lease_ms), repeatable=False)
+        if claimed is None:
+            return None
+        number, job, token = claimed
         return PendingMessageWithId(
             **envelope_fields(job.data),
             id=number,
@@ -243,99 +187,52 @@ class BullmqEngine(ObservationQueueEngine):
             enqueued_at_ms=job.timestamp,
         )
 
-    async def _held(self, msg: PendingMessageWithId) -> tuple[Job, str]:
-        """The BullMQ job ``msg`` was delivered as, and its lock token."""
-        assert msg.claim is not None  # checked by the base class
-        token = str(msg.claim.token)
-        job = self._claims.pop((msg.id, token), None)
-        if job is None:
-            job = await Job.fromId(self._queue(msg.session_id), job_id(msg.id))
-        if job is None:
-            raise TypeError(f"Missing key for job {job_id(msg.id)}. (acknowledged already)")
-        return job, token
-
     def _mark_processed(self, msg: PendingMessageWithId) -> None:
         async def complete() -> None:
-            job, token = await self._held(msg)
-            await job.moveToCompleted(None, token)
+            job = await self._sessions.held(msg.session_id, msg.id, _token(msg))
+            await job.moveToCompleted(None, _token(msg))
 
         self._fenced(msg, complete)
 
     def _mark_failed(self, msg: PendingMessageWithId, reason: str, retry: bool) -> None:
         async def fail() -> None:
-            job, token = await self._held(msg)
+            job = await self._sessions.held(msg.session_id, msg.id, _token(msg))
             error = Exception(reason) if retry else UnrecoverableError(reason)
-            await job.moveToFailed(error, token)
+            await job.moveToFailed(error, _token(msg))
 
         self._fenced(msg, fail)
 
     def _extend_lease(self, msg: PendingMessageWithId, lease_s: float) -> Claim:
-        assert msg.claim is not None  # checked by the base class
-        token, lease_ms = str(msg.claim.token), to_ms(lease_s)
+        lease_ms = to_ms(lease_s)
 
         async def extend() -> Any:
-            backend = self._queue(msg.session_id).backend
-            return await backend.extendLock(job_id(msg.id), token, lease_ms)
+            backend = self._sessions.queue(msg.session_id).backend
+            return await backend.extendLock(job_id(msg.id), _token(msg), lease_ms)
 
         if not self._call(extend, repeatable=True):
             raise _stale(msg, "its lock is gone or holds another token")
+        assert msg.claim is not None  # checked by the base class
         return Claim(msg.claim.token, now_ms() + lease_ms, msg.claim.consumer_id)
 
     def _pending_count(self, session_id: str) -> int:
-        return self._call(lambda: self._count(session_id), repeatable=True)
-
-    async def _count(self, session_id: str) -> int:
-        queue = self._queue(session_id)
-        counts = await queue.getJobCounts("wait", "paused", "delayed", "prioritized", "active")
-        return sum(int(n) for n in counts.values())
+        return self._call(lambda: self._sessions.count(session_id), repeatable=True)
 
     def _total_depth(self) -> int:
         async def total() -> int:
-            sessions = await self._client.smembers(self._key("sessions"))
-            return sum([await self._count(s) for s in sessions])
+            sessions = await self._all_sessions()
+            return sum(await asyncio.gather(*map(self._sessions.count, sessions)))
 
         return self._call(total, repeatable=True)
 
     def _clear_pending(self, session_id: str) -> int:
-        async def clear() -> int:
-            scripts = self._queue(session_id).scripts
-            keys = scripts.getKeys(["wait", "paused", "delayed", "prioritized", "repeat"])
-            pipe = self._client.pipeline(transaction=True)
-            pipe.llen(keys[0])
-            pipe.llen(keys[1])
-            pipe.zcard(keys[2])
-            pipe.zcard(keys[3])
-            await scripts.commands["drain"](keys=keys, args=[scripts.keys[""], "1"], client=pipe)
-            return sum(int(n) for n in (await pipe.execute())[:4])
-
-        return self._call(clear, repeatable=False)
+        return self._call(lambda: self._sessions.clear(self._client, session_id), repeatable=False)
 
     def _reset_processing(self, session_id: str | None) -> int:
         async def reset() -> int:
-            if session_id is not None:
-                return await self._reset_session(session_id)
-            sessions = await self._client.smembers(self._key("sessions"))
-            return sum([await self._reset_session(s) for s in sorted(sessions)])
+            sessions = [session_id] if session_id is not None else await self._all_sessions()
+            return sum([await self._sessions.reset(self._client, s) for s in sessions])
 
         return self._call(reset, repeatable=False)
-
-    async def _reset_session(self, session_id: str) -> int:
-        """Void the session's locks, then let BullMQ's stalled-job check move the jobs back to
-        the front of the wait list (where BullMQ puts a stalled job)."""
-        queue = self._queue(session_id)
-        keys = queue.keys
-        active = await self._client.lrange(keys["active"], 0, -1)
-        if not active:
-            return 0
-        pipe = self._client.pipeline(transaction=True)
-        pipe.delete(*[f"{queue.toKey(job)}:lock" for job in active])
-        pipe.sadd(keys["stalled"], *active)
-        pipe.delete(keys["stalled-check"])
-        await pipe.execute()
-        moved = await queue.backend.moveStalledJobsToWait(
-            self.options.max_attempts - 1, self._stalled_ms
-        )
-        return len(set(moved) & set(active))
 
     # ------------------------------------------------------------------------------ wakeup
 
@@ -343,16 +240,12 @@ class BullmqEngine(ObservationQueueEngine):
         return None  # BullMQ's marker key remembers an add that comes before the wait
 
     def _wait_for_work(self, session_id: str, timeout_s: float, mark: object) -> None:
-        """Block on the queue's marker (BZPOPMIN), as a drained BullMQ worker does."""
         timeout = round(min(timeout_s, self._link.socket_timeout_s / 2), 3)
         if timeout < 0.001 or self._closed:
             return
-
-        async def wait() -> None:
-            await self._queue(session_id).backend.waitForJob(timeout)
-
+        wait = self._sessions.wait(session_id, timeout)
         with contextlib.suppress(redis.exceptions.RedisError):  # a missed hint: the next
-            self._loop.run(wait(), timeout_s=self._call_timeout_s)  # claim reports an outage
+            self._loop.run(wait, timeout_s=self._call_timeout_s)  # claim reports an outage
 
     # ------------------------------------------------------------- oracle, describe, destroy
 
@@ -362,7 +255,7 @@ class BullmqEngine(ObservationQueueEngine):
 
         def read() -> list[RawMessage]:
             sessions = sorted(self._link.client.smembers(self._key("sessions")))
-            bases = [(s, f"{self._prefix}:{quote(s, safe='')}:") for s in sessions]
+            bases = [(s, f"{self._prefix}:{queue_name(s)}:") for s in sessions]
             return read_stored(self._link.client, bases)
 
         return self._link.call(read, repeatable=True)
@@ -374,7 +267,7 @@ class BullmqEngine(ObservationQueueEngine):
                 "bullmq",
                 aof_fallback=True,
                 api="redis.asyncio on a private event loop",
-                stalled_interval_ms=self._stalled_ms,
+                stalled_interval_ms=self._sessions.stalled_ms,
             ),
             "glue": list(self.glue),
         }
@@ -388,16 +281,13 @@ class BullmqEngine(ObservationQueueEngine):
         )
 
         async def forget() -> None:
-            self._serialised.clear()
+            self._sessions.forget()
 
         self._loop.run(forget(), timeout_s=self._call_timeout_s)
 
     def _close(self) -> None:
         async def teardown() -> None:
-            for worker in self._workers.values():
-                await worker.close()
-            for queue in self._queues.values():
-                await queue.close()
+            await self._sessions.close()
             await self._client.aclose()
             await self._pool.disconnect()
 
@@ -405,6 +295,12 @@ class BullmqEngine(ObservationQueueEngine):
             self._loop.close(teardown, timeout_s=self._call_timeout_s)
         finally:
             self._link.close()
+
+
+def _token(msg: PendingMessageWithId) -> str:
+    """The BullMQ lock token of the claim ``msg`` was delivered under."""
+    assert msg.claim is not None  # checked by the base class
+    return str(msg.claim.token)
 
 
 def _stale(msg: PendingMessageWithId, why: str) -> StaleClaimError:

@@ -12,13 +12,20 @@ the claim, expiring with the lease; its end is read with ``PEXPIRETIME``, so Red
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
 import redis
 
 from obsqueue.engines.base import MessageStatus, RawMessage
 
-__all__ = ["JOB_ID_PREFIX", "envelope_fields", "job_id", "message_id", "read_stored"]
+__all__ = [
+    "JOB_ID_PREFIX",
+    "envelope_fields",
+    "is_envelope",
+    "job_id",
+    "message_id",
+    "read_stored",
+]
 
 #: BullMQ (Node) refuses custom job ids that are integers, so ids are ``m<message id>``.
 JOB_ID_PREFIX = "m"
@@ -35,6 +42,11 @@ _ZSETS: dict[str, MessageStatus] = {
 def envelope_fields(envelope: dict[str, Any]) -> dict[str, Any]:
     """The message fields a job's data (``tasks.observation_envelope``) carries, by name."""
     return {name: envelope[name] for name in _ENVELOPE_FIELDS}
+
+
+def is_envelope(data: object) -> TypeGuard[dict[str, Any]]:
+    """True when a job's data is an envelope obsqueue wrote."""
+    return isinstance(data, dict) and all(name in data for name in _ENVELOPE_FIELDS)
 
 
 _ENVELOPE_FIELDS = ("content_session_id", "kind", "tool_use_id", "payload", "original_timestamp")
@@ -64,9 +76,10 @@ def read_stored(client: redis.Redis[Any], sessions: list[tuple[str, str]]) -> li
     for i, (_base, job, session, status) in enumerate(located):
         fields, lock, expires_at = replies[3 * i : 3 * i + 3]
         number = message_id(job)
-        if number is not None and fields:
+        envelope = json.loads(fields["data"]) if fields else None
+        if number is not None and is_envelope(envelope):
             lease = int(expires_at) if int(expires_at) > 0 else None
-            rows.append(_raw(number, session, status, fields, lock, lease))
+            rows.append(_raw(number, session, status, fields, envelope, lock, lease))
     return sorted(rows, key=lambda r: r.id)
 
 
@@ -93,6 +106,7 @@ def _raw(
     session: str,
     status: MessageStatus,
     fields: dict[str, str],
+    envelope: dict[str, Any],
     lock: str | None,
     lease_ms: int | None,
 ) -> RawMessage:
@@ -100,7 +114,7 @@ def _raw(
     return RawMessage(
         id=number,
         session_id=session,
-        **envelope_fields(json.loads(fields["data"])),
+        **envelope_fields(envelope),
         status=status,
         attempt=int(fields.get("ats") or 0),
         claim_token=int(lock) if held and lock is not None else None,
