@@ -54,6 +54,7 @@ _BUILTIN: tuple[EngineEntry, ...] = (
     ),
     EngineEntry("huey+redis", "obsqueue.engines.huey.engine:HueyRedisEngine", "huey"),
     EngineEntry("huey+sqlite", "obsqueue.engines.huey.engine:HueySqliteEngine", "huey"),
+    EngineEntry("bullmq+redis", "obsqueue.engines.bullmq.engine:BullmqEngine", "bullmq"),
 )
 
 
