@@ -59,7 +59,7 @@ def _processes(fact: dict[str, Any] | None, server_kind: str | None) -> str:
         return "0 (embedded)"
     procs = (fact or {}).get("server_processes")
     if procs:
-        programs = ", ".join(f"{name}x{n}" for name, n in procs["programs"].items())
+        programs = ", ".join(f"{name} ({n} processes)" for name, n in procs["programs"].items())
         return f"{len(procs['programs'])} program(s): {programs}"
     if server_kind:
         return ""

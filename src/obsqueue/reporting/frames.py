@@ -27,7 +27,9 @@ class Frames:
 
     def __init__(self, results: Results) -> None:
         self.results = results
-        self.runs = RunIndex()
+        runs = results.of("scorecard-run")
+        self.job = max(runs, key=lambda d: str(d.get("started_at"))) if runs else None
+        self.runs = RunIndex(self.job)
         self.engines = pd.DataFrame(
             [self._engine_row(d) for d in results.of("conformance")],
             columns=["engine", "run", "capabilities", "durability", "server_kind", "file"],
@@ -49,8 +51,6 @@ class Frames:
         self.micro = pd.DataFrame([row for d in results.of("microbench") for row in self._micro(d)])
         self.facts = {d["engine"]: d | {"run": self.runs.label(d)} for d in results.of("facts")}
         self.privacy = {d["engine"]: d | {"run": self.runs.label(d)} for d in results.of("privacy")}
-        runs = results.of("scorecard-run")
-        self.job = max(runs, key=lambda d: str(d.get("started_at"))) if runs else None
 
     def _engine_row(self, d: dict[str, Any]) -> dict[str, Any]:
         server = d.get("server") or {}

@@ -171,7 +171,7 @@ def run_scorecard(
     write_results(results / "scorecard-run.json", "scorecard-run", record)
     report = build_report(results, out)
     if report.matrix is not None:
-        console.print(terminal_matrix(report.matrix))
-    console.print(f"scorecard: {report.html}  ({report.markdown}; charts in {out / 'charts'})")
-    console.print(f"main job wall time: {record['wall_s']:.0f} s")
+        print(terminal_matrix(report.matrix))
+    print(f"scorecard: {report.html}  ({report.markdown}; charts in {out / 'charts'})")
+    print(f"main job wall time: {record['wall_s']:.0f} s; {len(report.missing)} cells not measured")
     return 0 if all(s.status in ("ok", "not measured") for s in steps.values()) else 1

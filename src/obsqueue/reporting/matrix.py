@@ -1,4 +1,4 @@
-"""The conformance matrix: engine x P1-P16, outcome per cell, anomaly counts, reasons linked."""
+"""The conformance matrix: engine by P1-P16, outcome per cell, anomaly counts, reasons linked."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def outcome_counts(frames: Frames) -> dict[str, dict[str, int]]:
 
 def matrix_section(frames: Frames) -> tuple[Section, Section]:
     """The matrix, and the reasons of every cell that is not a plain pass."""
-    matrix = Section("matrix", "Conformance matrix (engine x property)")
+    matrix = Section("matrix", "Conformance matrix: engine by property")
     reasons = Section("reasons", "Why each cell that is not a pass")
     props = frames.properties
     if props.empty:

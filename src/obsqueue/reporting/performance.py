@@ -27,7 +27,7 @@ FIGURES = {
     "peak_rss_mib": "peak RSS MiB",
     "server_bytes_per_pending": "server B/pending",
     "recovery_s": "recovery s",
-    "ratio_to_ceiling": "x ceiling",
+    "ratio_to_ceiling": "ratio to ceiling",
 }
 
 
@@ -43,7 +43,7 @@ def _peers(value: Any) -> str:
     if not isinstance(value, dict) or not value:
         return ""
     return ", ".join(
-        f"{name} x{(r or {}).get('median', float('nan')):.2f}" for name, r in value.items()
+        f"{name} {(r or {}).get('median', float('nan')):.2f}" for name, r in value.items()
     )
 
 
@@ -75,7 +75,7 @@ def performance_section(frames: Frames) -> Section:
     for c in shown:
         table[FIGURES[c]] = ok[c].map(_fmt)
     if "ratio_to_peers" in ok:
-        table["x peers (same round)"] = ok["ratio_to_peers"].map(_peers)
+        table["ratio to peers (same round)"] = ok["ratio_to_peers"].map(_peers)
     table["durability"] = ok["durability"].astype(str)
     table["run"] = ok["run"].astype(str)
     if table["run"].nunique() == 1:
@@ -94,7 +94,7 @@ def performance_section(frames: Frames) -> Section:
     if "ratio_to_peers" not in ok or not ok["ratio_to_peers"].map(bool).any():
         section.missing.append("ratios to peers: no benchmark result carries ratio_to_peers")
     section.intro = (
-        "Each figure is the median over rounds where the harness ran rounds; 'x ceiling' is "
+        "Each figure is the median over rounds where the harness ran rounds; 'ratio to ceiling' is "
         "drained/s over the raw backend's in the same round. Compare rows only where the "
         "durability column matches."
     )

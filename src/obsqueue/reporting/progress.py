@@ -121,7 +121,8 @@ class Display:
         if not self.console.is_terminal:
             why = f": {step.reason}" if step.reason else ""
             self.console.print(
-                f"{step.engine} {step.step}: {step.status}{why} ({step.elapsed_s:.0f} s)"
+                f"{step.engine} {step.step}: {step.status}{why} ({step.elapsed_s:.0f} s)",
+                soft_wrap=True,
             )
         self.update()
 

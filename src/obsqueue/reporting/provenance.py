@@ -39,20 +39,33 @@ def document_run(document: dict[str, Any]) -> Run:
         return Run(_machine(env), str(commit or "not recorded"), str(document.get("datetime")))
     env = document.get("environment") or {}
     commit = document.get("commit") or "not recorded"
-    when = env.get("recorded_at") or document.get("created_at") or "not recorded"
+    when = document.get("started_at") or env.get("recorded_at") or document.get("created_at")
+    when = when or "not recorded"
     return Run(_machine(env), str(commit), str(when))
 
 
 class RunIndex:
-    """Labels runs R1, R2 … by (machine, commit) in order of first appearance."""
+    """Labels runs R1, R2 … by (machine, commit) in order of first appearance.
 
-    def __init__(self) -> None:
+    A document that records no commit (conformance results do not) but was written on the
+    machine of an ``obsqueue scorecard`` run record, after that run started, is that run's:
+    it takes the commit the record names.
+    """
+
+    def __init__(self, job: dict[str, Any] | None = None) -> None:
         self._labels: dict[tuple[str, str], str] = {}
         self.dates: dict[str, list[str]] = {}
+        self.job = document_run(job) if job is not None else None
+
+    def _commit(self, run: Run) -> str:
+        job = self.job
+        if job is None or run.commit != "not recorded" or run.machine != job.machine:
+            return run.commit
+        return job.commit if run.recorded_at >= job.recorded_at else run.commit
 
     def label(self, document: dict[str, Any]) -> str:
         run = document_run(document)
-        key = (run.machine, run.commit)
+        key = (run.machine, self._commit(run))
         if key not in self._labels:
             self._labels[key] = f"R{len(self._labels) + 1}"
         label = self._labels[key]
