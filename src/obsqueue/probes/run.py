@@ -18,7 +18,7 @@ from obsqueue.engines.base import PendingMessage
 from obsqueue.errors import ObsqueueError, redact_url
 from obsqueue.probes import facts, footprint, privacy
 from obsqueue.results import environment, safe_label, write_results
-from obsqueue.servers import resolve_engine
+from obsqueue.servers import resolve_engine, split_server_durability
 
 __all__ = ["probe_engine", "run_probes"]
 
@@ -35,7 +35,7 @@ def _header(given: str, label: str) -> dict[str, Any]:
 
 def probe_engine(given: str, directory: Path, commit: str | None) -> dict[str, dict[str, Any]]:
     """Measure one engine; returns ``{"privacy": body, "facts": body}`` (also written)."""
-    cls = engine_class(given.split("?", 1)[0])
+    cls = engine_class(split_server_durability(given)[0])
     label = safe_label(given)
     base = _header(given, label) | {"commit": commit}
     size = footprint.extra_footprint(_extra(given)).as_dict()

@@ -40,6 +40,10 @@ def _save(fig: Figure, out: Path, name: str, title: str, caption: str) -> Chart:
     return Chart(name, title, png, svg, caption=caption)
 
 
+def _gap(name: str, title: str, why: str) -> list[Chart]:
+    return [Chart(name, title, gap=why)]
+
+
 def _throughput(frames: Frames, out: Path) -> list[Chart]:
     bench = frames.bench
     if bench.empty or "drained_per_s" not in bench:
@@ -97,13 +101,11 @@ def _latency(frames: Frames, out: Path) -> list[Chart]:
     hist = frames.histograms
     rows = hist[hist["stage"] == "e2e"] if not hist.empty else hist
     if rows.empty:
-        return [
-            Chart(
-                "latency",
-                "end-to-end latency percentiles",
-                gap="no HdrHistogram percentiles in any benchmark result (schema 2)",
-            )
-        ]
+        return _gap(
+            "latency",
+            "end-to-end latency percentiles",
+            "no HdrHistogram percentiles in any benchmark result (schema 2)",
+        )
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for (engine, target), line in rows.groupby(["engine", "target"]):
         ordered = line.sort_values("percentile")
@@ -121,13 +123,11 @@ def _durability(frames: Frames, out: Path) -> list[Chart]:
     speed, losses = engine_speed(frames), kill_losses(frames)
     both = [e for e in speed if e in losses]
     if not both:
-        return [
-            Chart(
-                "durability-vs-speed",
-                "durability against speed",
-                gap="needs an engine with both drained/s and conformance kill scenarios",
-            )
-        ]
+        return _gap(
+            "durability-vs-speed",
+            "durability against speed",
+            "needs an engine with both drained/s and conformance kill scenarios",
+        )
     fig, ax = plt.subplots(figsize=(8, 3.8))
     for engine in both:
         lost, runs = losses[engine]
@@ -151,13 +151,11 @@ def _durability(frames: Frames, out: Path) -> list[Chart]:
 def _micro(frames: Frames, out: Path) -> list[Chart]:
     micro = frames.micro
     if micro.empty:
-        return [
-            Chart(
-                "microbench",
-                "per-operation costs",
-                gap="no microbench-*.json (pytest-benchmark, `nox -s microbench`)",
-            )
-        ]
+        return _gap(
+            "microbench",
+            "per-operation costs",
+            "no microbench-*.json (pytest-benchmark, `nox -s microbench`)",
+        )
     table = micro.pivot_table(index="group", columns="engine", values="median_us", aggfunc="median")
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(table) * max(1, len(table.columns) / 3) + 1.5))
     table.plot.barh(ax=ax)

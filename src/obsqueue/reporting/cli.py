@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         from rich.console import Console
 
         from obsqueue.reporting.build import build_report
-        from obsqueue.reporting.job import DEFAULT_ENGINES, run_scorecard
+        from obsqueue.reporting.job import check_engines, default_engines, run_scorecard
         from obsqueue.reporting.load import ReportInputError
         from obsqueue.reporting.matrix import terminal_matrix
     except ImportError as exc:
@@ -74,14 +75,21 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.command == "scorecard":
+            urls = list(args.urls or default_engines())
+            problem = check_engines(urls)
+            if problem:
+                print(f"obsqueue scorecard: {problem}", file=sys.stderr)
+                return 2
             args.results.mkdir(parents=True, exist_ok=True)
-            urls = list(args.urls or DEFAULT_ENGINES)
             return run_scorecard(
                 urls, args.results, args.out, jobs=args.jobs, console=Console(stderr=True)
             )
         report = build_report(args.results, args.out)
     except ReportInputError as exc:
         print(f"obsqueue report: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"obsqueue {args.command}: a step could not run: {exc}", file=sys.stderr)
         return 2
     if report.matrix is not None:
         print(terminal_matrix(report.matrix))

@@ -28,48 +28,40 @@ from obsqueue.reporting.matrix import terminal_matrix
 from obsqueue.reporting.progress import Display, Step
 from obsqueue.results import environment, write_results
 
-__all__ = ["DEFAULT_ENGINES", "bench_unsupported", "git_commit", "run_scorecard"]
+__all__ = ["bench_unsupported", "check_engines", "default_engines", "git_commit", "run_scorecard"]
 
-#: Every engine the project ships (noxfile.py's list); a URL without a host gets a throwaway server.
-DEFAULT_ENGINES = (
-    "memory://",
-    "sqlite://",
-    "huey+sqlite://",
-    "postgresql://",
-    "redis://",
-    "redis://?server_durability=everysec",
-    "redis://?server_durability=none",
-    "rq+redis://",
-    "dramatiq+redis://",
-    "dramatiq+amqp://",
-    "huey+redis://",
-)
 CLI = (sys.executable, "-m", "obsqueue.cli")
+PROBES = (sys.executable, "-m", "obsqueue.probes")
 STEP_TIMEOUT_S = 1200.0
+
+
+def _output(argv: Sequence[str], cwd: Path | None = None) -> str:
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=True, timeout=120)
+    return done.stdout.strip()
 
 
 def git_commit(cwd: Path) -> str | None:
     """``HEAD``'s sha (``+dirty`` with uncommitted changes), or None outside a git checkout."""
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        sha = _output(["git", "rev-parse", "HEAD"], cwd)
+        dirty = _output(["git", "status", "--porcelain", "--untracked-files=no"], cwd)
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("+dirty" if dirty else "")
+
+
+def check_engines(urls: Sequence[str]) -> str | None:
+    """None when every URL names a usable engine, else what is wrong (asked of the probes)."""
+    done = subprocess.run(
+        [*PROBES, "--check", *urls], capture_output=True, text=True, timeout=120, check=False
+    )
+    return None if done.returncode == 0 else done.stderr.strip() or f"exit {done.returncode}"
+
+
+def default_engines() -> list[str]:
+    """Every registered engine (``python -m obsqueue.probes --list``: the probes may read the
+    registry; this module may not)."""
+    return _output([*PROBES, "--list"]).splitlines()
 
 
 def bench_unsupported() -> str | None:
@@ -129,7 +121,7 @@ def _engine_steps(
 ) -> None:
     _run(
         steps[url, "probes"],
-        [sys.executable, "-m", "obsqueue.probes", url, "--results", str(results)],
+        [*PROBES, url, "--results", str(results)],
         display,
     )
     _run(steps[url, "conformance"], [*CLI, "conformance", url, "--results", str(results)], display)
