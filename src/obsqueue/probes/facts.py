@@ -16,7 +16,8 @@ from typing import Any
 
 __all__ = ["glue_of", "server_processes"]
 
-_HEADING = re.compile(r"^\*\s+\*\*(?P<title>[^*]+?)\.?\*\*", re.MULTILINE)
+#: The first bold phrase of each bullet: ``* **Jobs.** Each…`` or ``* a **task** per…``.
+_HEADING = re.compile(r"^\*\s+[^\n*]*\*\*(?P<title>[^*]+?)\.?\*\*", re.MULTILINE)
 
 
 def _children(pid: int) -> list[int]:

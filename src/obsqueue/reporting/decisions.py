@@ -77,7 +77,10 @@ def _privacy(doc: dict[str, Any] | None) -> str:
     where = ", ".join(doc.get("found_in") or [])
     if found:
         return f"yes: plain text in {where}"
-    return f"no: not found in {doc.get('files_scanned')} file(s) ({doc.get('storage')})"
+    return (
+        f"no: not found as plain text in {doc.get('files_scanned')} file(s) of the "
+        f"{doc.get('storage')} (compressed or encoded is not encrypted)"
+    )
 
 
 def _durable(frames: Frames, engine: str, losses: dict[str, tuple[int, int]]) -> str:

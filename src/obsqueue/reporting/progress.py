@@ -56,7 +56,7 @@ class Step:
             area = module.group("module") if module else ""
             self.current = f"{area}: {m.group('test').split('[')[0]}"
         elif self.step != "conformance":
-            self.current = line[-70:]
+            self.current = line.strip()[-70:]
 
     @property
     def elapsed_s(self) -> float:

@@ -22,6 +22,10 @@ def _clean(counts: dict[str, dict[str, int]]) -> list[str]:
     return [e for e, per in counts.items() if not set(per) & (BAD | {"expected-fail"})]
 
 
+def _they(engines: list[str]) -> str:
+    return ", ".join(sorted(engines)) + (" holds" if len(engines) == 1 else " hold")
+
+
 def _fastest(engines: list[str], speed: dict[str, float]) -> str | None:
     measured = [e for e in engines if e in speed]
     return max(measured, key=lambda e: speed[e]) if measured else None
@@ -43,14 +47,20 @@ def _lines(frames: Frames) -> list[str]:
     lines = []
     embedded = [e for e in durable if _server(frames, e) is None]
     pick = _fastest(embedded, speed)
-    lines.append(
-        f"**A local-first tool or a laptop (no server to run):** {pick} — the fastest embedded "
-        f"engine that holds every property it declares, durability included "
-        f"({speed[pick]:,.0f} drained/s)."
-        if pick
-        else "**A local-first tool:** no embedded engine both holds P4 durable enqueue and has a "
-        "measured drained/s."
-    )
+    if pick:
+        lines.append(
+            f"**A local-first tool or a laptop (no server to run):** {pick} — the fastest "
+            "embedded engine that holds every property it declares, durability included "
+            f"({speed[pick]:,.0f} drained/s)."
+        )
+    elif embedded:
+        lines.append(
+            "**A local-first tool or a laptop (no server to run):** "
+            f"{_they(embedded)} every property declared, durability included (no drained/s "
+            "measured to rank them)."
+        )
+    else:
+        lines.append("**A local-first tool:** no embedded engine holds P4 durable enqueue here.")
     by_server: dict[str, list[str]] = {}
     for e in durable:
         kind = _server(frames, e)
@@ -58,7 +68,12 @@ def _lines(frames: Frames) -> list[str]:
             by_server.setdefault(kind, []).append(e)
     for kind, engines in sorted(by_server.items()):
         best = _fastest(engines, speed)
-        if best:
+        if best is None:
+            lines.append(
+                f"**A team that already runs {kind}:** {_they(engines)} every property "
+                "declared (no drained/s measured to rank them)."
+            )
+        else:
             others = ", ".join(
                 f"{e} {speed[e]:,.0f}/s" for e in engines if e != best and e in speed
             )
