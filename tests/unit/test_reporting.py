@@ -149,3 +149,32 @@ def test_who_should_use_what_follows_the_numbers(results: Path) -> None:
     after = " ".join(whom_section(build_frames(load_results(results))).notes)
     assert "**A local-first tool or a laptop (no server to run):** huey-sqlite" in after
     assert "redis-none lost 318 acknowledged messages" in after
+
+
+def test_unavailable_engine_shows_its_reason_in_the_decision_rows(
+    results: Path, tmp_path: Path
+) -> None:
+    header = {"schema_version": 1, "engine": "dramatiq-amqp", "given": "dramatiq+amqp://"}
+    reason = "no rabbitmq server: rabbitmq-server is not installed (test)"
+    for kind in ("privacy", "facts"):
+        doc = header | {"kind": kind, "status": "unavailable", "reason": reason}
+        if kind == "facts":
+            doc |= {"server_kind": "rabbitmq", "footprint": {"extra": "dramatiq", "total_bytes": 0}}
+        (results / f"{kind}-dramatiq-amqp.json").write_text(json.dumps(doc))
+    md = build_report(results, tmp_path / "out").markdown.read_text()
+    row = next(
+        line for line in md.splitlines() if line.startswith("| dramatiq-amqp ") and reason in line
+    )
+    assert f"not measured: unavailable: {reason}" in row
+    assert "no: needs a rabbitmq server" in row
+
+
+def test_microbench_figures_are_tabled_per_operation_and_engine(
+    results: Path, tmp_path: Path
+) -> None:
+    shutil.copy(FIXTURES / "results-v2" / "microbench-engines.json", results)
+    md = build_report(results, tmp_path / "out").markdown.read_text()
+    section = md.split("## Per-operation costs (microbench)", 1)[1].split("## ", 1)[0]
+    assert "operation (median µs)" in section
+    claim = next(line for line in section.splitlines() if line.startswith("| claim_ack"))
+    assert "150" in claim and "7.5" in claim  # sqlite 150 µs, memory 7.5 µs, from the JSON

@@ -14,7 +14,7 @@ from obsqueue.reporting.frames import Frames, build_frames
 from obsqueue.reporting.load import load_results
 from obsqueue.reporting.matrix import matrix_section
 from obsqueue.reporting.model import Section, Table
-from obsqueue.reporting.performance import performance_section
+from obsqueue.reporting.performance import micro_section, performance_section
 from obsqueue.reporting.render import render_html, render_markdown
 from obsqueue.reporting.whom import whom_section
 
@@ -102,6 +102,7 @@ def build_report(results_dir: Path, out_dir: Path) -> Report:
         matrix,
         reasons,
         perf,
+        micro_section(frames),
         decisions_section(frames),
         glue_section(frames),
         _job_section(frames),

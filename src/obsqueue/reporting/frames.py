@@ -134,13 +134,15 @@ class Frames:
         rows = []
         for b in d.get("benchmarks") or []:
             stats = b.get("stats") or {}
-            params = b.get("params") or {}
+            name = str(b.get("name") or "")
+            test, _, param = name.partition("[")
+            engine = (b.get("params") or {}).get("engine") or param.rstrip("]") or stem
             rows.append(
                 {
-                    "engine": str(params.get("engine") or stem),
+                    "engine": str(engine),
                     "run": run,
-                    "name": b.get("name"),
-                    "group": b.get("group") or b.get("name"),
+                    "name": name,
+                    "group": b.get("group") or test,
                     "median_us": float(stats.get("median", float("nan"))) * 1e6,
                     "ops": stats.get("ops"),
                     "rounds": stats.get("rounds"),

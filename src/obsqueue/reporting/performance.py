@@ -11,7 +11,7 @@ import pandas as pd
 from obsqueue.reporting.frames import Frames
 from obsqueue.reporting.model import Section, Table
 
-__all__ = ["FIGURES", "engine_speed", "performance_section"]
+__all__ = ["FIGURES", "engine_speed", "micro_section", "performance_section"]
 
 #: Column -> heading, in the order shown; a column no row measures is left out.
 FIGURES = {
@@ -98,4 +98,21 @@ def performance_section(frames: Frames) -> Section:
         "drained/s over the raw backend's in the same round. Compare rows only where the "
         "durability column matches."
     )
+    return section
+
+
+def micro_section(frames: Frames) -> Section:
+    """Per-operation costs (pytest-benchmark): median microseconds, operation by engine."""
+    section = Section("micro", "Per-operation costs (microbench)")
+    micro = frames.micro
+    if micro.empty:
+        section.missing.append(
+            "per-operation costs: no microbench-*.json (pytest-benchmark, `nox -s microbench`)"
+        )
+        return section
+    table = micro.pivot_table(index="group", columns="engine", values="median_us", aggfunc="median")
+    shown = table.map(_fmt).reset_index().rename(columns={"group": "operation (median µs)"})
+    section.table = Table.plain(shown)
+    if micro["run"].nunique() > 1:
+        section.notes.append("These figures come from more than one run: see the runs table.")
     return section
