@@ -14,6 +14,8 @@ __all__ = ["PROPERTIES", "engine_order", "matrix_section", "outcome_counts"]
 PROPERTIES = [f"P{i}" for i in range(1, 17)]
 #: Outcomes a cell may hold (docs/conformance.md); anything else is shown as it is, in grey.
 GOOD = frozenset({"pass", "partial", "unsupported", "expected-fail"})
+#: Short forms for narrow cells (the page's legend and each cell's tooltip give the full word).
+SHORT = {"unsupported": "unsup", "expected-fail": "xfail", "fail": "FAIL", "partial": "part"}
 
 
 def engine_order(frames: Frames) -> list[str]:
@@ -42,11 +44,13 @@ def _cell(row: dict[Any, Any]) -> tuple[str, str]:
     if outcome != "pass":
         md += f" [→](#{_anchor(row['engine'], row['id'])})"
     css = f"o-{outcome}" if outcome in GOOD | {"pass", "fail", "unknown"} else "o-other"
-    inner = esc(outcome) + (f"<small>{esc(detail)}</small>" if detail else "")
+    short = esc(SHORT.get(outcome, outcome))
+    inner = short + (f"<small>{esc(detail)}</small>" if detail else "")
+    tip = esc(f"{outcome}: {row['reason']}")
     if outcome == "pass":
-        return md, f'<span class="cell {css}" title="{esc(row["reason"])}">{inner}</span>'
+        return md, f'<span class="cell {css}" title="{tip}">{inner}</span>'
     link = f'href="#{_anchor(row["engine"], row["id"])}"'
-    return md, f'<a class="cell {css}" {link} title="{esc(row["reason"])}">{inner}</a>'
+    return md, f'<a class="cell {css}" {link} title="{tip}">{inner}</a>'
 
 
 def outcome_counts(frames: Frames) -> dict[str, dict[str, int]]:
@@ -105,15 +109,13 @@ def matrix_section(frames: Frames) -> tuple[Section, Section]:
         )
     matrix.table = Table(md, htm)
     titles = props.drop_duplicates("id").set_index("id")["title"].to_dict()
-    matrix.intro = "Outcomes per property (hover a cell for its reason): " + "; ".join(
+    legend = ", ".join(f"{short} = {word}" for word, short in SHORT.items())
+    matrix.intro = f"Outcomes per property ({legend}; hover a cell for its reason): " + "; ".join(
         f"{pid} {titles.get(pid, '')}" for pid in PROPERTIES
     )
     if why_md:
         reasons.table = Table(pd.DataFrame(why_md), pd.DataFrame(why_html))
     return matrix, reasons
-
-
-SHORT = {"unsupported": "unsup", "expected-fail": "xfail", "fail": "FAIL", "partial": "part"}
 
 
 def terminal_matrix(md: pd.DataFrame) -> str:
