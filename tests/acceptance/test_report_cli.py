@@ -66,3 +66,11 @@ def test_scorecard_runs_end_to_end_on_the_memory_engine(tmp_path: Path) -> None:
     md = (out / "scorecard.md").read_text()
     assert "no storage files (kept in process memory)" in md
     assert "memory:// bench: not measured — " in md or bench["status"] == "ok"
+
+
+def test_scorecard_refuses_an_unknown_engine_before_running_anything(tmp_path: Path) -> None:
+    done = obsqueue("scorecard", "nosuch://x", "sqlite://", "--results", str(tmp_path / "r"))
+    assert done.returncode == 2
+    assert "nosuch://x" in done.stderr and "known:" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "r").exists()
