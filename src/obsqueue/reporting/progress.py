@@ -93,7 +93,10 @@ class Display:
     def render(self) -> Group:
         table = Table(expand=False, show_edge=False, pad_edge=False)
         for column in ("engine", "step", "status", "tests", "now", "elapsed"):
-            table.add_column(column)
+            wide = column == "now"
+            table.add_column(
+                column, no_wrap=wide, overflow="ellipsis", max_width=56 if wide else None
+            )
         for s in self.steps:
             tests = f"{s.done}/{s.total}" if s.total else (str(s.done) if s.done else "")
             if s.failed:
@@ -103,7 +106,7 @@ class Display:
                 s.step,
                 Text(s.status, STYLE.get(s.status, "")),
                 tests,
-                s.current[-60:],
+                s.reason if s.status in ("failed", "not measured") and s.reason else s.current,
                 f"{s.elapsed_s:.0f} s" if s.started else "",
             )
         left = sum(s.status in ("waiting", "running") for s in self.steps)
