@@ -178,3 +178,20 @@ def test_microbench_figures_are_tabled_per_operation_and_engine(
     assert "operation (median µs)" in section
     claim = next(line for line in section.splitlines() if line.startswith("| claim_ack"))
     assert "150" in claim and "7.5" in claim  # sqlite 150 µs, memory 7.5 µs, from the JSON
+
+
+def test_wakeup_figures_come_from_the_suite_timings(results: Path, tmp_path: Path) -> None:
+    doc = _doc(results, "conformance-sqlite.json")
+    timings = next(p for p in doc["properties"] if p["id"] == "P9")["timings"]
+    p50, p99 = (
+        1000 * v
+        for k in ("wakeup_p50_s", "wakeup_p99_s")
+        for name, v in timings.items()
+        if "another_process" in name and name.endswith(k)
+    )
+    report = build_report(results, tmp_path / "out")
+    row = next(
+        line for line in report.markdown.read_text().splitlines() if line.startswith("| sqlite ")
+    )
+    assert f"{p50:.1f} / {p99:.1f} (another process)" in row
+    assert "wakeup" in {p.stem for p in report.charts}

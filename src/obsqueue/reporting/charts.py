@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from obsqueue.reporting.decisions import kill_losses
-from obsqueue.reporting.frames import Frames
+from obsqueue.reporting.frames import Frames, wakeup_ms
 from obsqueue.reporting.model import Chart
 from obsqueue.reporting.performance import engine_speed
 
@@ -164,7 +164,25 @@ def _micro(frames: Frames, out: Path) -> list[Chart]:
     return [_save(fig, out, "microbench", "per-operation costs", "microbench-*.json")]
 
 
+def _wakeup(frames: Frames, out: Path) -> list[Chart]:
+    wake = wakeup_ms(frames)
+    if not wake:
+        return _gap("wakeup", "wakeup latency", "no P9 wakeup timings in the conformance results")
+    engines = sorted(wake, key=lambda e: wake[e].get("p99", 0.0))
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(engines) + 1.2))
+    ax.barh(engines, [wake[e].get("p99", 0.0) for e in engines], color="#3465a4", label="p99")
+    ax.scatter(
+        [wake[e].get("p50", 0.0) for e in engines], engines, color="#f57900", label="p50", zorder=3
+    )
+    ax.set_xscale("log")
+    ax.set(xlabel="ms from enqueue in one process to delivery in a blocked consumer in another")
+    ax.legend(fontsize=7)
+    title = "wakeup latency (conformance P9)"
+    return [_save(fig, out, "wakeup", title, "conformance-*.json timings")]
+
+
 DRAWERS: list[Callable[[Frames, Path], list[Chart]]] = [
+    _wakeup,
     _throughput,
     _durability,
     _scaling,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from obsqueue.reporting.frames import Frames, durability_text
+from obsqueue.reporting.frames import Frames, durability_text, wakeup_ms
 from obsqueue.reporting.matrix import engine_order
 from obsqueue.reporting.model import Section, Table
 
@@ -83,6 +83,12 @@ def _privacy(doc: dict[str, Any] | None) -> str:
     )
 
 
+def _wakeup(figures: dict[str, float] | None) -> str:
+    if not figures or "p99" not in figures:
+        return ""
+    return f"{figures.get('p50', float('nan')):.1f} / {figures['p99']:.1f} (another process)"
+
+
 def _durable(frames: Frames, engine: str, losses: dict[str, tuple[int, int]]) -> str:
     rows = frames.engines[frames.engines.engine == engine]
     settings = rows["durability"].iloc[0] if not rows.empty else None
@@ -92,9 +98,21 @@ def _durable(frames: Frames, engine: str, losses: dict[str, tuple[int, int]]) ->
     return text + verdict
 
 
+def _source(column: str, engine: str) -> str:
+    """Where a decision cell's value comes from, for the list of cells not measured."""
+    if column.startswith("wakeup"):
+        return (
+            f"P9 timings of a consumer in another process in conformance-{engine}.json "
+            "(`obsqueue conformance`; an engine without multi_process has none)"
+        )
+    kind = "privacy" if column.startswith("payload") else "facts"
+    return f"{kind}-{engine}.json (`python -m obsqueue.probes`)"
+
+
 def decision_rows(frames: Frames) -> tuple[pd.DataFrame, list[str]]:
     """One row per engine, and the list of cells that are not measured (with their source)."""
     losses = kill_losses(frames)
+    wake = wakeup_ms(frames)
     rows, missing = [], []
     engines = engine_order(frames) + sorted(set(frames.facts) - set(engine_order(frames)))
     for engine in engines:
@@ -112,16 +130,14 @@ def decision_rows(frames: Frames) -> tuple[pd.DataFrame, list[str]]:
             "installed size of its dependencies": _size(fact),
             "payload readable on disk": _privacy(priv),
             "durable with": _durable(frames, engine, losses),
+            "wakeup p50 / p99 ms": _wakeup(wake.get(engine)),
         }
         if fact is not None and fact.get("status") != "ok":
             row["server processes"] = f"not measured: {fact.get('reason')}"
         for column, value in row.items():
             if not value:
                 row[column] = "not measured"
-                kind = "privacy" if column.startswith("payload") else "facts"
-                missing.append(
-                    f"{engine}: {column} — from {kind}-{engine}.json (`python -m obsqueue.probes`)"
-                )
+                missing.append(f"{engine}: {column} — {_source(column, engine)}")
         rows.append(row)
     return pd.DataFrame(rows), missing
 

@@ -9,7 +9,7 @@ import pandas as pd
 from obsqueue.reporting.load import Results
 from obsqueue.reporting.provenance import RunIndex
 
-__all__ = ["Frames", "build_frames", "durability_text"]
+__all__ = ["Frames", "build_frames", "durability_text", "wakeup_ms"]
 
 #: Schema-1 drain figures, renamed so they are never read as end-to-end latency.
 V1_SERVICE = {"p50_ms": "service_p50_ms", "p90_ms": "service_p90_ms", "p99_ms": "service_p99_ms"}
@@ -36,7 +36,17 @@ class Frames:
         )
         self.properties = pd.DataFrame(
             [row for d in results.of("conformance") for row in self._property_rows(d)],
-            columns=["engine", "run", "id", "title", "outcome", "reason", "anomalies", "expected"],
+            columns=[
+                "engine",
+                "run",
+                "id",
+                "title",
+                "outcome",
+                "reason",
+                "anomalies",
+                "expected",
+                "timings",
+            ],
         )
         self.tests = pd.DataFrame(
             [row for d in results.of("conformance") for row in self._test_rows(d)],
@@ -75,6 +85,7 @@ class Frames:
                 "reason": p.get("reason") or "",
                 "anomalies": dict(p.get("anomalies") or {}),
                 "expected": p.get("expected_anomaly") or p.get("expected"),
+                "timings": dict(p.get("timings") or {}),
             }
             for p in d["properties"]
             if isinstance(p, dict)
@@ -219,6 +230,20 @@ def _histogram_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
                 for p, ms in pairs
             ]
     return rows
+
+
+def wakeup_ms(frames: Frames) -> dict[str, dict[str, float]]:
+    """Per engine: the suite's P9 wakeup percentiles (ms) of a consumer in another process —
+    ``{"p50": …, "p99": …}`` from timings named ``…another_process….wakeup_p50_s``."""
+    out: dict[str, dict[str, float]] = {}
+    rows = frames.properties[frames.properties["id"] == "P9"]
+    for row in rows.to_dict("records"):
+        for name, value in row["timings"].items():
+            test, _, metric = str(name).rpartition(".")
+            if "another_process" in test and metric in ("wakeup_p50_s", "wakeup_p99_s"):
+                key = metric.removeprefix("wakeup_").removesuffix("_s")
+                out.setdefault(str(row["engine"]), {})[key] = float(value) * 1000
+    return out
 
 
 def build_frames(results: Results) -> Frames:
