@@ -1,12 +1,16 @@
 """nox sessions: the same commands in CI and on a laptop.
 
-nox -s conformance   the main job: the conformance suite on every engine, results JSON
+nox -s scorecard     the main job: probes, conformance, quick benchmarks, then reports/scorecard.*
+nox -s conformance   the conformance suite on every engine, results JSON
 nox -s tests         lint, then the project's own tests (unit, integration, acceptance)
 nox -s lint          ruff (lint + format check), mypy --strict on src/, and the layering
                      (import-linter contracts in pyproject.toml, docs/design.md)
 """
 
 from __future__ import annotations
+
+import os
+import shutil
 
 import nox
 
@@ -40,6 +44,28 @@ def install(session: nox.Session, *extra: str) -> None:
     session.install("-e", ".[all]", *extra)
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
+def ensure_chromium(session: nox.Session) -> None:
+    """Debian's chromium for the scorecard's browser check (Playwright never downloads one)."""
+    if os.path.exists(CHROMIUM):
+        return
+    if shutil.which("apt-get") is None:
+        session.warn(f"{CHROMIUM} is missing and there is no apt-get: the browser check will skip")
+        return
+    session.run("apt-get", "update", "-q", external=True)
+    session.run(
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "chromium",
+        external=True,
+        env={"DEBIAN_FRONTEND": "noninteractive"},
+    )
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     install(session, *DEV)
@@ -52,6 +78,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     install(session)
+    ensure_chromium(session)
     session.run("pytest", "tests", *session.posargs)
 
 
@@ -68,3 +95,18 @@ def bench(session: nox.Session) -> None:
     """The drain benchmark on the given engine URLs (default: every engine), beside raw loops."""
     install(session)
     session.run("obsqueue", "bench", "drain", *(session.posargs or ENGINES))
+
+
+@nox.session(python=PYTHON)
+def scorecard(session: nox.Session) -> None:
+    """The main job: every engine (or the given URLs) through the probes, the suite and the quick
+    benchmarks, then reports/scorecard.md, reports/scorecard.html and reports/charts/."""
+    install(session)
+    session.run("obsqueue", "scorecard", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def report(session: nox.Session) -> None:
+    """Only the report, from the results already in reports/results/."""
+    install(session)
+    session.run("obsqueue", "report", *session.posargs)

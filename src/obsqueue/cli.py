@@ -15,6 +15,7 @@ from pathlib import Path
 
 from obsqueue.engines import engine_class, registered_engines
 from obsqueue.errors import ObsqueueError
+from obsqueue.reporting import cli as reporting_cli
 
 __all__ = ["main", "validate_engine_urls"]
 
@@ -102,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("reports/results"),
         help="directory for results JSON (default: %(default)s)",
     )
+    reporting_cli.add_parsers(commands)
     return parser
 
 
@@ -199,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_engines()
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command in reporting_cli.COMMANDS:
+            return reporting_cli.run(args)
         return cmd_conformance(args)
     except ObsqueueError as exc:
         print(f"obsqueue: {exc}", file=sys.stderr)

@@ -34,7 +34,7 @@ def test_public_surface_is_exactly_all() -> None:
     # (pytest adds "@py_*" names to modules of plugin distributions it rewrites)
     public = {n for n in dir(obsqueue) if not n.startswith(("_", "@"))}
     modules = {"engines", "errors", "results", "conformance", "servers", "benchmarks", "cli"}
-    modules |= {"sqlfile"}
+    modules |= {"sqlfile", "reporting", "probes"}
     assert public - modules == set(obsqueue.__all__) - {"__version__"}
 
 
