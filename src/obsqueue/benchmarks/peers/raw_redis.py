@@ -20,10 +20,11 @@ from obsqueue.benchmarks.peers.raw_sql import poll_backoff
 from obsqueue.benchmarks.peers.settings import describe_target, redis_durability
 from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession, WorkloadTarget
 
-__all__ = ["RawRedisTarget"]
+__all__ = ["RawRedisTarget", "unlink_prefix"]
 
 
-def _unlink_prefix(client: Any, prefix: str) -> None:
+def unlink_prefix(client: Any, prefix: str) -> None:
+    """UNLINK every key that starts with ``prefix`` (SCAN, then batches of 500)."""
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     for i in range(0, len(keys), 500):
         client.unlink(*keys[i : i + 500])
@@ -110,7 +111,7 @@ class RawRedisTarget(WorkloadTarget):
 
     def prepare(self) -> None:
         with self._client() as client:
-            _unlink_prefix(client, self.prefix)
+            unlink_prefix(client, self.prefix)
 
     def open(self) -> TargetSession:
         return _RedisSession(self._client(), self.prefix)

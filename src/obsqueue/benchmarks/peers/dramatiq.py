@@ -1,0 +1,129 @@
+"""Dramatiq used directly on Redis, as its users run it: a ``RedisBroker``; an actor over
+``record`` bound to it (``dramatiq.actor(record, broker=…, queue_name=…)``); ``actor.send``
+enqueues; in each consumer process a ``dramatiq.Worker`` with one worker thread, started and
+stopped in process (what ``dramatiq`` the command runs in each of its processes). The broker
+keeps its default middleware; one more, ``after_ack``, calls the harness's ``on_message`` once
+Dramatiq has acknowledged the message.
+
+What Dramatiq gives: a message stays in the broker (``<ns>:<queue>.msgs``) until it is acked after
+the actor returns; a SIGKILLed worker's unacked messages go back to the queue once its heartbeat
+is older than ``heartbeat_timeout`` (60 s) — at least once. No sessions (a consumer takes any
+session's message; prefetch hands several to one worker), no dedupe. Durability is the server's.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from obsqueue.benchmarks.peers.raw_redis import unlink_prefix
+from obsqueue.benchmarks.peers.settings import describe_target, redis_durability
+from obsqueue.benchmarks.peers.tasks import record
+from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession, WorkloadTarget
+
+__all__ = ["DramatiqTarget"]
+
+
+def _acked_middleware() -> Any:
+    import dramatiq
+
+    class AckedMiddleware(dramatiq.Middleware):  # type: ignore[misc]
+        """Reports each acknowledged message to the harness (in the worker's consumer thread)."""
+
+        on_message: OnMessage | None = None
+
+        def after_ack(self, broker: Any, message: Any) -> None:
+            if self.on_message is not None:
+                self.on_message(*message.args)
+
+    return AckedMiddleware()
+
+
+class _DramatiqSession(TargetSession):
+    def __init__(self, target: DramatiqTarget) -> None:
+        import dramatiq
+        from dramatiq.brokers.redis import RedisBroker
+
+        self._broker = RedisBroker(url=target.address, namespace=target.redis_namespace)
+        self._acked = _acked_middleware()
+        self._broker.add_middleware(self._acked)
+        self._actor = dramatiq.actor(
+            record, broker=self._broker, queue_name=target.queue_name, actor_name="record"
+        )
+        self._queue_name = target.queue_name
+
+    def enqueue(self, session_id: str, payload: str, dedupe_key: str | None = None) -> None:
+        self._actor.send(session_id, payload)
+
+    def consume(
+        self, sessions: Sequence[str] | None, on_message: OnMessage, stop: threading.Event
+    ) -> None:
+        import dramatiq
+
+        self._acked.on_message = on_message
+        worker = dramatiq.Worker(self._broker, worker_threads=1, worker_timeout=100)
+        worker.start()
+        try:
+            stop.wait()
+        finally:
+            worker.stop()
+            self._acked.on_message = None
+
+    def pending(self) -> int:
+        client = self._broker.client
+        ns, queue = self._broker.namespace, self._queue_name
+        return int(client.hlen(f"{ns}:{queue}.msgs")) + int(client.hlen(f"{ns}:{queue}.DQ.msgs"))
+
+    def close(self) -> None:
+        self._broker.close()
+
+
+@dataclass(frozen=True)
+class DramatiqTarget(WorkloadTarget):
+    """Dramatiq's RedisBroker at ``address``; keys under ``obsq-<namespace>-dramatiq:``."""
+
+    name: ClassVar[str] = "dramatiq"
+    kind: ClassVar[str] = "peer"
+    backend: ClassVar[str] = "redis"
+    guarantees: ClassVar[Guarantees] = Guarantees(
+        per_session_fifo=False,
+        one_consumer_per_session=False,
+        ack_after_processing=True,
+        survives_consumer_kill=True,
+        dedupe=False,
+        notes=(
+            "Dramatiq: RedisBroker, an actor over record, actor.send; dramatiq.Worker "
+            "(1 thread) in the consumer process",
+            "a consumer takes any session's message (Dramatiq has no sessions)",
+            "a killed worker's messages are requeued after heartbeat_timeout (60 s)",
+        ),
+    )
+
+    @property
+    def queue_name(self) -> str:
+        return f"obsq-{self.namespace}"
+
+    @property
+    def redis_namespace(self) -> str:
+        return f"obsq-{self.namespace}-dramatiq"
+
+    def _client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.address, socket_connect_timeout=10)
+
+    def prepare(self) -> None:
+        with self._client() as client:
+            unlink_prefix(client, f"{self.redis_namespace}:")
+
+    def open(self) -> TargetSession:
+        return _DramatiqSession(self)
+
+    def cleanup(self) -> None:
+        self.prepare()
+
+    def describe(self) -> dict[str, Any]:
+        with self._client() as client:
+            return describe_target(self, redis_durability(client), "dramatiq", "redis")

@@ -1,0 +1,174 @@
+"""Huey used directly, on Redis (``RedisHuey``) and on SQLite (``SqliteHuey``), as its users run
+it: ``@huey.task()`` over ``record``; calling the task enqueues it; in each consumer process
+the loop of Huey's own consumer worker (``huey.consumer.Worker`` with the consumer's defaults:
+first delay 0.1 s, backoff 1.15, at most 10 s; RedisHuey blocks on ``BRPOP`` for 1 s instead)
+runs with the harness's ``stop`` as its stop flag. ``on_message`` is a ``SIGNAL_COMPLETE``
+handler (``@huey.signal``), run after the task returns.
+
+What Huey gives: ``dequeue`` removes the task from storage before it runs, so there is no
+acknowledgement and a SIGKILLed consumer's task is gone; no sessions (a consumer takes any
+session's task; several consumers run one session at once); no dedupe. Durability: on Redis,
+the server's; on SQLite, WAL with the engine's ``synchronous`` level — ``fsync=True`` (FULL) or
+``fsync=False`` (OFF) as Huey spells them; NORMAL and EXTRA, which Huey has no word for, through a
+``SqliteStorage`` subclass that sets the pragma on each connection it opens (the one glue here).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from obsqueue.benchmarks.peers.settings import (
+    describe_target,
+    redis_durability,
+    sqlite_durability,
+    sqlite_synchronous,
+)
+from obsqueue.benchmarks.peers.tasks import record
+from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession, WorkloadTarget
+
+__all__ = ["HueyRedisTarget", "HueySqliteTarget"]
+
+#: Huey's consumer defaults (``huey_consumer -d 0.1 -b 1.15 -m 10``).
+INITIAL_DELAY_S, BACKOFF, MAX_DELAY_S = 0.1, 1.15, 10.0
+
+HUEY_GUARANTEES_NOTES = (
+    "a consumer takes any session's task (Huey has no sessions)",
+    "dequeue removes the task before it runs: no ack; a killed consumer's task is lost",
+)
+
+
+class _HueySession(TargetSession):
+    def __init__(self, huey: Any) -> None:
+        from huey import signals
+
+        self._huey = huey
+        self._task = huey.task(name="record")(record)
+        self._on_message: OnMessage | None = None
+        huey.signal(signals.SIGNAL_COMPLETE)(self._completed)
+
+    def _completed(self, signal: str, task: Any) -> None:
+        if self._on_message is not None:
+            self._on_message(*task.args)
+
+    def enqueue(self, session_id: str, payload: str, dedupe_key: str | None = None) -> None:
+        self._task(session_id, payload)
+
+    def consume(
+        self, sessions: Sequence[str] | None, on_message: OnMessage, stop: threading.Event
+    ) -> None:
+        from huey.consumer import Worker
+
+        self._on_message = on_message
+        worker = Worker(self._huey, stop, INITIAL_DELAY_S, MAX_DELAY_S, BACKOFF)
+        worker.initialize()
+        try:
+            while not stop.is_set():
+                worker.loop()
+        finally:
+            worker.shutdown()
+            self._on_message = None
+
+    def pending(self) -> int:
+        return int(self._huey.pending_count())
+
+    def close(self) -> None:
+        self._huey.storage.close()
+
+
+@dataclass(frozen=True)
+class HueyRedisTarget(WorkloadTarget):
+    """``RedisHuey`` on the Redis at ``address``; the Huey name is ``obsq-<namespace>``."""
+
+    name: ClassVar[str] = "huey"
+    kind: ClassVar[str] = "peer"
+    backend: ClassVar[str] = "redis"
+    guarantees: ClassVar[Guarantees] = Guarantees(
+        per_session_fifo=False,
+        one_consumer_per_session=False,
+        ack_after_processing=False,
+        survives_consumer_kill=False,
+        dedupe=False,
+        notes=(
+            "Huey: RedisHuey, @huey.task(); huey.consumer.Worker loop (BRPOP) in the consumer",
+            *HUEY_GUARANTEES_NOTES,
+        ),
+    )
+
+    def _huey(self) -> Any:
+        from huey import RedisHuey
+
+        return RedisHuey(f"obsq-{self.namespace}", url=self.address, results=False)
+
+    def prepare(self) -> None:
+        self._huey().flush()
+
+    def open(self) -> TargetSession:
+        return _HueySession(self._huey())
+
+    def cleanup(self) -> None:
+        self.prepare()
+
+    def describe(self) -> dict[str, Any]:
+        huey = self._huey()
+        return describe_target(self, redis_durability(huey.storage.conn), "huey", "redis")
+
+
+def _sqlite_huey(path: str, name: str, level: str) -> Any:
+    from huey import SqliteHuey
+    from huey.storage import SqliteStorage
+
+    if level in ("FULL", "OFF"):
+        return SqliteHuey(name, filename=path, fsync=level == "FULL", results=False)
+
+    class LevelledSqliteStorage(SqliteStorage):  # type: ignore[misc]
+        def _create_connection(self) -> sqlite3.Connection:
+            conn: sqlite3.Connection = super()._create_connection()
+            conn.execute(f"PRAGMA synchronous={level}")
+            return conn
+
+    return SqliteHuey(name, filename=path, storage_class=LevelledSqliteStorage, results=False)
+
+
+@dataclass(frozen=True)
+class HueySqliteTarget(WorkloadTarget):
+    """``SqliteHuey`` on the file ``address`` (WAL), at ``options["synchronous"]`` (FULL)."""
+
+    name: ClassVar[str] = "huey-sqlite"
+    kind: ClassVar[str] = "peer"
+    backend: ClassVar[str] = "sqlite"
+    guarantees: ClassVar[Guarantees] = Guarantees(
+        per_session_fifo=False,
+        one_consumer_per_session=False,
+        ack_after_processing=False,
+        survives_consumer_kill=False,
+        dedupe=False,
+        notes=(
+            "Huey: SqliteHuey (WAL), @huey.task(); huey.consumer.Worker loop (polling, "
+            "0.1 s doubling by 1.15 to 10 s) in the consumer",
+            *HUEY_GUARANTEES_NOTES,
+        ),
+    )
+
+    def _huey(self) -> Any:
+        level = sqlite_synchronous(self.options.get("synchronous", "FULL"))
+        return _sqlite_huey(self.address, f"obsq-{self.namespace}", level)
+
+    def prepare(self) -> None:
+        self._huey().flush()
+
+    def open(self) -> TargetSession:
+        return _HueySession(self._huey())
+
+    def cleanup(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.address + suffix):
+                os.remove(self.address + suffix)
+
+    def describe(self) -> dict[str, Any]:
+        durability = sqlite_durability(self._huey().storage.conn)
+        return describe_target(self, durability, "huey", sqlite=sqlite3.sqlite_version)
