@@ -9,7 +9,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["LoopThread"]
+__all__ = ["LoopThread", "until_set"]
 
 T = TypeVar("T")
 
@@ -50,3 +50,10 @@ async def _cancel_others() -> None:
     for task in others:
         task.cancel()
     await asyncio.gather(*others, return_exceptions=True)
+
+
+async def until_set(stop: threading.Event, then: asyncio.Event, poll_s: float = 0.05) -> None:
+    """Wait on the loop for the thread event ``stop`` (polling), then set ``then``."""
+    while not stop.is_set():
+        await asyncio.sleep(poll_s)
+    then.set()
