@@ -11,6 +11,7 @@ per-session order is judged across consumers.
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import time
@@ -54,7 +55,7 @@ class DrainCheck:
         return sum(
             1
             for seqs in by_session.values()
-            for before, after in zip(seqs, seqs[1:], strict=False)
+            for before, after in itertools.pairwise(seqs)
             if after < before
         )
 
@@ -153,6 +154,11 @@ def drain_check(
     finally:
         producer.close()
     return DrainCheck(
-        target.name, messages, sessions, consumers, messages / enqueue_s, messages / drain_s,
+        target.name,
+        messages,
+        sessions,
+        consumers,
+        messages / enqueue_s,
+        messages / drain_s,
         deliveries,
     )

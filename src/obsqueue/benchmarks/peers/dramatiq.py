@@ -29,7 +29,7 @@ __all__ = ["DramatiqTarget"]
 def _acked_middleware() -> Any:
     import dramatiq
 
-    class AckedMiddleware(dramatiq.Middleware):  # type: ignore[misc]
+    class AckedMiddleware(dramatiq.Middleware):
         """Reports each acknowledged message to the harness (in the worker's consumer thread)."""
 
         on_message: OnMessage | None = None
@@ -46,12 +46,14 @@ class _DramatiqSession(TargetSession):
         import dramatiq
         from dramatiq.brokers.redis import RedisBroker
 
-        self._broker = RedisBroker(url=target.address, namespace=target.redis_namespace)
+        self._broker = RedisBroker(  # type: ignore[no-untyped-call]
+            url=target.address, namespace=target.redis_namespace
+        )
         self._acked = _acked_middleware()
         self._broker.add_middleware(self._acked)
         self._actor = dramatiq.actor(
-            record, broker=self._broker, queue_name=target.queue_name, actor_name="record"
-        )
+            broker=self._broker, queue_name=target.queue_name, actor_name="record"
+        )(record)
         self._queue_name = target.queue_name
 
     def enqueue(self, session_id: str, payload: str, dedupe_key: str | None = None) -> None:

@@ -30,17 +30,21 @@ __all__ = ["PgqueuerTarget"]
 
 
 def _acking_queries(conn: Any, on_message: OnMessage) -> Any:
+    from pgqueuer import models, types
     from pgqueuer.db import PsycopgDriver
     from pgqueuer.queries import Queries
 
-    class AckingQueries(Queries):  # type: ignore[misc]
+    Completed = list[tuple[models.Job, types.JOB_STATUS, models.TracebackRecord | None]]
+
+    class AckingQueries(Queries):
         """``Queries`` that tells the harness of each job once its completion is written."""
 
-        async def log_jobs(self, job_status: list[tuple[Any, str, Any]]) -> None:
+        async def log_jobs(self, job_status: Completed) -> None:
             await super().log_jobs(job_status)
             for job, status, _ in job_status:
                 if status == "successful":
-                    on_message(str(job.headers["session"]), job.payload.decode())
+                    headers, payload = job.headers or {}, job.payload or b""
+                    on_message(str(headers["session"]), payload.decode())
 
     return AckingQueries(PsycopgDriver(conn))
 

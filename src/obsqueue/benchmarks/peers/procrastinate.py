@@ -37,7 +37,7 @@ def _app(dsn: str, queue: str, on_message: OnMessage | None = None) -> tuple[Any
     import procrastinate
     from procrastinate.manager import JobManager
 
-    class AckingJobManager(JobManager):  # type: ignore[misc]
+    class AckingJobManager(JobManager):
         async def finish_job(self, job: Any, status: Any, delete_job: bool) -> None:
             await super().finish_job(job, status, delete_job)
             if on_message is not None and status == procrastinate.jobs.Status.SUCCEEDED:

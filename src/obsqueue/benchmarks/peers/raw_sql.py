@@ -122,7 +122,7 @@ class RawPostgresTarget(WorkloadTarget):
         table = sql.Identifier(table_name(self.namespace))
         index = sql.Identifier(f"{table_name(self.namespace)}_session")
         texts = load_queries("obsqueue.benchmarks", "sql", "raw_postgres.sql")
-        return {name: sql.SQL(text).format(table=table, index=index) for name, text in texts.items()}
+        return {name: sql.SQL(t).format(table=table, index=index) for name, t in texts.items()}
 
     def _connect(self) -> Any:
         import psycopg

@@ -31,7 +31,7 @@ def _worker_class() -> type[Any]:
     import rq
     from rq.job import JobStatus
 
-    class ReportingWorker(rq.Worker):  # type: ignore[misc]
+    class ReportingWorker(rq.Worker):
         """``rq.Worker`` that reports each finished job to the harness, in the worker process."""
 
         on_message: OnMessage | None = None
@@ -43,7 +43,7 @@ def _worker_class() -> type[Any]:
 
         def _install_signal_handlers(self) -> None:
             if threading.current_thread() is threading.main_thread():
-                super()._install_signal_handlers()
+                super()._install_signal_handlers()  # type: ignore[no-untyped-call]
 
     return ReportingWorker
 
@@ -93,7 +93,8 @@ class RqTarget(WorkloadTarget):
             "RQ: one queue, queue.enqueue(record, …); rq.Worker (fork per job) "
             "work(max_jobs, max_idle_time) in the consumer process",
             "a consumer takes any session's job (RQ has no sessions)",
-            "a killed worker's job goes to the FailedJobRegistry (abandoned), not back to the queue",
+            "a killed worker's job goes to the FailedJobRegistry (abandoned), not back to "
+            "the queue",
         ),
     )
 
