@@ -1,0 +1,163 @@
+"""The ceilings and peers the harness measures beside each engine, on throwaway servers.
+
+Each target enqueues N messages over a few sessions and C consumer processes drain them all; a
+target that claims per-session order keeps it even when every consumer may take every session.
+A target that claims dedupe stores a repeated key once. Each ``describe()`` reports the
+durability settings actually in force, matching the server's profile or the engine URL's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from obsqueue.benchmarks.peers import BY_BACKEND, backend_of, targets_for
+from obsqueue.benchmarks.peers.check import drain_check
+from obsqueue.benchmarks.targets import WorkloadTarget
+from obsqueue.servers import ServerHandle, provision
+from tests.conftest import throwaway
+
+pytestmark = pytest.mark.integration
+
+MESSAGES, SESSIONS, CONSUMERS = 240, 6, 3
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[ServerHandle]:
+    with throwaway(lambda: provision("redis", owned=True), "redis-server") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[ServerHandle]:
+    with throwaway(lambda: provision("postgres", owned=True), "PostgreSQL") as server:
+        yield server
+
+
+def _targets(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> list[WorkloadTarget]:
+    if backend == "sqlite":
+        return targets_for(f"sqlite:///{tmp_path / 'engine.db'}", None, None)
+    server: ServerHandle = request.getfixturevalue(f"{backend}_server")
+    scheme = {"redis": "redis", "postgres": "postgresql"}[backend]
+    return targets_for(f"{scheme}://", server.url, None)
+
+
+def _target(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> WorkloadTarget:
+    backend = next(b for b, classes in BY_BACKEND.items() if name in {c.name for c in classes})
+    return next(t for t in _targets(backend, request, tmp_path) if t.name == name)
+
+
+CLASSES = [cls for classes in BY_BACKEND.values() for cls in classes]
+ALL = [cls.name for cls in CLASSES]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_message_is_delivered_once(
+    name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Given N messages over S sessions, when C consumers drain them (each given its share of
+    the sessions), then every message is delivered exactly once and nothing is left."""
+    target = _target(name, request, tmp_path)
+    try:
+        check = drain_check(
+            target, messages=MESSAGES, sessions=SESSIONS, consumers=CONSUMERS, timeout_s=120
+        )
+        session = target.open()
+        try:
+            assert session.pending() == 0
+        finally:
+            session.close()
+    finally:
+        target.cleanup()
+    assert check.missing() == set()
+    assert check.duplicates() == 0
+    assert check.drained_per_s > 0
+
+
+FIFO = [cls.name for cls in CLASSES if cls.guarantees.per_session_fifo]
+
+
+@pytest.mark.parametrize("name", FIFO)
+def test_a_target_claiming_session_order_keeps_it_across_consumers(
+    name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Given a target that claims per-session FIFO, when every consumer may take any session,
+    then each session's messages are still delivered in enqueue order."""
+    target = _target(name, request, tmp_path)
+    try:
+        check = drain_check(
+            target,
+            messages=MESSAGES,
+            sessions=SESSIONS,
+            consumers=CONSUMERS,
+            route_sessions=False,
+            timeout_s=120,
+        )
+    finally:
+        target.cleanup()
+    assert check.missing() == set()
+    assert check.out_of_order() == 0
+
+
+DEDUPE = [cls.name for cls in CLASSES if cls.guarantees.dedupe]
+
+
+@pytest.mark.parametrize("name", DEDUPE)
+def test_a_target_claiming_dedupe_stores_a_repeated_key_once(
+    name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    target = _target(name, request, tmp_path)
+    target.prepare()
+    session = target.open()
+    try:
+        session.enqueue("s0", '{"i": 0}', "toolu_1")
+        session.enqueue("s0", '{"i": 1}', "toolu_1")
+        session.enqueue("s0", '{"i": 2}', None)
+        assert session.pending() == 2
+    finally:
+        session.close()
+        target.cleanup()
+
+
+def test_the_sqlite_targets_run_at_the_engine_urls_synchronous(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'engine.db'}?synchronous=NORMAL"
+    targets = targets_for(url, None, str(tmp_path / "refs"))
+    assert [t.name for t in targets] == ["raw-sqlite", "huey-sqlite"]
+    for target in targets:
+        target.prepare()
+        assert target.address == f"{tmp_path / 'refs'}.{target.name}"
+        assert target.describe()["durability"]["synchronous"] == "NORMAL"
+        assert target.describe()["durability"]["journal_mode"] == "wal"
+        target.cleanup()
+
+
+@pytest.mark.parametrize("backend", ["redis", "postgres"])
+def test_server_targets_report_the_servers_durability(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    server: ServerHandle = request.getfixturevalue(f"{backend}_server")
+    for target in _targets(backend, request, tmp_path):
+        described = target.describe()
+        assert described["kind"] in ("ceiling", "peer")
+        assert described["usage"]
+        durability = described["durability"]
+        if backend == "redis":
+            assert durability["appendfsync"] == server.settings["appendfsync"]
+        else:
+            assert durability["synchronous_commit"] == server.settings["synchronous_commit"]
+        assert durability["server_crash_durable"] is True
+
+
+def test_backends_without_references_get_none() -> None:
+    assert targets_for("memory://", None, None) == []
+    assert targets_for("dramatiq+amqp://guest:guest@localhost:5672/", None, None) == []
+    assert backend_of("huey+redis://h:1/0") == "redis"
+    assert [t.name for t in targets_for("rq+redis://127.0.0.1:6390/0", None, None)] == [
+        "raw-redis",
+        "rq",
+        "dramatiq",
+        "huey",
+        "bullmq",
+    ]
