@@ -3,6 +3,7 @@
 nox -s conformance   the main job: the conformance suite on every engine, results JSON
 nox -s tests         lint, then the project's own tests (unit, integration, acceptance)
 nox -s lint          ruff (lint + format check) and mypy --strict on src/
+nox -s microbench    per-operation costs (pytest-benchmark) of each engine, results JSON
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def install(session: nox.Session, *extra: str) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     install(session, *DEV)
-    session.run("ruff", "check", "src", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "microbench", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "microbench", "noxfile.py")
     session.run("mypy")
 
 
@@ -66,3 +67,21 @@ def bench(session: nox.Session) -> None:
     """The drain benchmark on the given engine URLs (default: every engine), beside raw loops."""
     install(session)
     session.run("obsqueue", "bench", "drain", *(session.posargs or ENGINES))
+
+
+@nox.session(python=PYTHON)
+def microbench(session: nox.Session) -> None:
+    """Per-operation costs (enqueue, claim + ack, get_pending_count) of the given engine URLs
+    (default: every engine), one pytest-benchmark run each, written to
+    ``reports/results/microbench-<engine>.json``."""
+    install(session)
+    for url in session.posargs or ENGINES:
+        session.run(
+            "pytest",
+            "microbench",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--microbench-engine={url}",
+            "--microbench-results=reports/results",
+        )
