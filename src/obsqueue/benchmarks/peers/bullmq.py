@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from obsqueue.benchmarks.peers.base import RedisTarget
 from obsqueue.benchmarks.peers.loop import LoopThread
-from obsqueue.benchmarks.peers.settings import describe_target, redis_durability
-from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession, WorkloadTarget
+from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 
 __all__ = ["BullmqTarget"]
 
@@ -89,12 +89,12 @@ async def _obliterate(url: str, name: str) -> None:
 
 
 @dataclass(frozen=True)
-class BullmqTarget(WorkloadTarget):
+class BullmqTarget(RedisTarget):
     """BullMQ on the Redis at ``address``; the queue is ``obsq-<namespace>`` (prefix ``bull``)."""
 
     name: ClassVar[str] = "bullmq"
     kind: ClassVar[str] = "peer"
-    backend: ClassVar[str] = "redis"
+    libraries: ClassVar[tuple[str, ...]] = ("bullmq", "redis")
     guarantees: ClassVar[Guarantees] = Guarantees(
         per_session_fifo=False,
         one_consumer_per_session=False,
@@ -121,9 +121,3 @@ class BullmqTarget(WorkloadTarget):
 
     def cleanup(self) -> None:
         self.prepare()
-
-    def describe(self) -> dict[str, Any]:
-        import redis
-
-        with redis.Redis.from_url(self.address, socket_connect_timeout=10) as client:
-            return describe_target(self, redis_durability(client), "bullmq", "redis")

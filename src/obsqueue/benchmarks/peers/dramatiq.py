@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from obsqueue.benchmarks.peers.base import RedisTarget
 from obsqueue.benchmarks.peers.raw_redis import unlink_prefix
-from obsqueue.benchmarks.peers.settings import describe_target, redis_durability
 from obsqueue.benchmarks.peers.tasks import record
-from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession, WorkloadTarget
+from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 
 __all__ = ["DramatiqTarget"]
 
@@ -83,12 +83,12 @@ class _DramatiqSession(TargetSession):
 
 
 @dataclass(frozen=True)
-class DramatiqTarget(WorkloadTarget):
+class DramatiqTarget(RedisTarget):
     """Dramatiq's RedisBroker at ``address``; keys under ``obsq-<namespace>-dramatiq:``."""
 
     name: ClassVar[str] = "dramatiq"
     kind: ClassVar[str] = "peer"
-    backend: ClassVar[str] = "redis"
+    libraries: ClassVar[tuple[str, ...]] = ("dramatiq", "redis")
     guarantees: ClassVar[Guarantees] = Guarantees(
         per_session_fifo=False,
         one_consumer_per_session=False,
@@ -111,13 +111,8 @@ class DramatiqTarget(WorkloadTarget):
     def redis_namespace(self) -> str:
         return f"obsq-{self.namespace}-dramatiq"
 
-    def _client(self) -> Any:
-        import redis
-
-        return redis.Redis.from_url(self.address, socket_connect_timeout=10)
-
     def prepare(self) -> None:
-        with self._client() as client:
+        with self.redis_client() as client:
             unlink_prefix(client, f"{self.redis_namespace}:")
 
     def open(self) -> TargetSession:
@@ -125,7 +120,3 @@ class DramatiqTarget(WorkloadTarget):
 
     def cleanup(self) -> None:
         self.prepare()
-
-    def describe(self) -> dict[str, Any]:
-        with self._client() as client:
-            return describe_target(self, redis_durability(client), "dramatiq", "redis")

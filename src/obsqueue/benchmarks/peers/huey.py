@@ -15,19 +15,14 @@ the server's; on SQLite, WAL with the engine's ``synchronous`` level — ``fsync
 
 from __future__ import annotations
 
-import os
+import abc
 import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from obsqueue.benchmarks.peers.settings import (
-    describe_target,
-    redis_durability,
-    sqlite_durability,
-    sqlite_synchronous,
-)
+from obsqueue.benchmarks.peers.base import RedisTarget, SqliteTarget
 from obsqueue.benchmarks.peers.tasks import record
 from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession, WorkloadTarget
 
@@ -35,11 +30,6 @@ __all__ = ["HueyRedisTarget", "HueySqliteTarget"]
 
 #: Huey's consumer defaults (``huey_consumer -d 0.1 -b 1.15 -m 10``).
 INITIAL_DELAY_S, BACKOFF, MAX_DELAY_S = 0.1, 1.15, 10.0
-
-HUEY_GUARANTEES_NOTES = (
-    "a consumer takes any session's task (Huey has no sessions)",
-    "dequeue removes the task before it runs: no ack; a killed consumer's task is lost",
-)
 
 
 class _HueySession(TargetSession):
@@ -80,95 +70,85 @@ class _HueySession(TargetSession):
         self._huey.storage.close()
 
 
-@dataclass(frozen=True)
-class HueyRedisTarget(WorkloadTarget):
-    """``RedisHuey`` on the Redis at ``address``; the Huey name is ``obsq-<namespace>``."""
-
-    name: ClassVar[str] = "huey"
-    kind: ClassVar[str] = "peer"
-    backend: ClassVar[str] = "redis"
-    guarantees: ClassVar[Guarantees] = Guarantees(
+def _huey_guarantees(usage: str) -> Guarantees:
+    return Guarantees(
         per_session_fifo=False,
         one_consumer_per_session=False,
         ack_after_processing=False,
         survives_consumer_kill=False,
         dedupe=False,
         notes=(
-            "Huey: RedisHuey, @huey.task(); huey.consumer.Worker loop (BRPOP) in the consumer",
-            *HUEY_GUARANTEES_NOTES,
+            usage,
+            "a consumer takes any session's task (Huey has no sessions)",
+            "dequeue removes the task before it runs: no ack; a killed consumer's task is lost",
         ),
     )
 
-    def _huey(self) -> Any:
+
+class _HueyTarget(WorkloadTarget):
+    """Huey under the name ``obsq-<namespace>``, whatever its storage."""
+
+    @abc.abstractmethod
+    def huey(self) -> Any:
+        """A new Huey instance on this target's storage."""
+
+    def prepare(self) -> None:
+        self.huey().flush()
+
+    def open(self) -> TargetSession:
+        return _HueySession(self.huey())
+
+
+@dataclass(frozen=True)
+class HueyRedisTarget(_HueyTarget, RedisTarget):
+    """``RedisHuey`` on the Redis at ``address``."""
+
+    name: ClassVar[str] = "huey"
+    kind: ClassVar[str] = "peer"
+    libraries: ClassVar[tuple[str, ...]] = ("huey", "redis")
+    guarantees: ClassVar[Guarantees] = _huey_guarantees(
+        "Huey: RedisHuey, @huey.task(); huey.consumer.Worker loop (BRPOP) in the consumer"
+    )
+
+    def huey(self) -> Any:
         from huey import RedisHuey
 
         return RedisHuey(f"obsq-{self.namespace}", url=self.address, results=False)
 
-    def prepare(self) -> None:
-        self._huey().flush()
-
-    def open(self) -> TargetSession:
-        return _HueySession(self._huey())
-
     def cleanup(self) -> None:
         self.prepare()
 
-    def describe(self) -> dict[str, Any]:
-        huey = self._huey()
-        return describe_target(self, redis_durability(huey.storage.conn), "huey", "redis")
-
-
-def _sqlite_huey(path: str, name: str, level: str) -> Any:
-    from huey import SqliteHuey
-    from huey.storage import SqliteStorage
-
-    if level in ("FULL", "OFF"):
-        return SqliteHuey(name, filename=path, fsync=level == "FULL", results=False)
-
-    class LevelledSqliteStorage(SqliteStorage):  # type: ignore[misc]
-        def _create_connection(self) -> sqlite3.Connection:
-            conn: sqlite3.Connection = super()._create_connection()
-            conn.execute(f"PRAGMA synchronous={level}")
-            return conn
-
-    return SqliteHuey(name, filename=path, storage_class=LevelledSqliteStorage, results=False)
-
 
 @dataclass(frozen=True)
-class HueySqliteTarget(WorkloadTarget):
+class HueySqliteTarget(_HueyTarget, SqliteTarget):
     """``SqliteHuey`` on the file ``address`` (WAL), at ``options["synchronous"]`` (FULL)."""
 
     name: ClassVar[str] = "huey-sqlite"
     kind: ClassVar[str] = "peer"
-    backend: ClassVar[str] = "sqlite"
-    guarantees: ClassVar[Guarantees] = Guarantees(
-        per_session_fifo=False,
-        one_consumer_per_session=False,
-        ack_after_processing=False,
-        survives_consumer_kill=False,
-        dedupe=False,
-        notes=(
-            "Huey: SqliteHuey (WAL), @huey.task(); huey.consumer.Worker loop (polling, "
-            "0.1 s doubling by 1.15 to 10 s) in the consumer",
-            *HUEY_GUARANTEES_NOTES,
-        ),
+    libraries: ClassVar[tuple[str, ...]] = ("huey",)
+    guarantees: ClassVar[Guarantees] = _huey_guarantees(
+        "Huey: SqliteHuey (WAL), @huey.task(); huey.consumer.Worker loop (polling from 0.1 s, "
+        "x1.15 up to 10 s) in the consumer"
     )
 
-    def _huey(self) -> Any:
-        level = sqlite_synchronous(self.options.get("synchronous", "FULL"))
-        return _sqlite_huey(self.address, f"obsq-{self.namespace}", level)
+    def huey(self) -> Any:
+        from huey import SqliteHuey
+        from huey.storage import SqliteStorage
 
-    def prepare(self) -> None:
-        self._huey().flush()
+        name, level = f"obsq-{self.namespace}", self.synchronous
+        if level in ("FULL", "OFF"):
+            return SqliteHuey(name, filename=self.address, fsync=level == "FULL", results=False)
 
-    def open(self) -> TargetSession:
-        return _HueySession(self._huey())
+        class LevelledSqliteStorage(SqliteStorage):  # type: ignore[misc]
+            def _create_connection(self) -> sqlite3.Connection:
+                conn: sqlite3.Connection = super()._create_connection()
+                conn.execute(f"PRAGMA synchronous={level}")
+                return conn
 
-    def cleanup(self) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(self.address + suffix):
-                os.remove(self.address + suffix)
+        return SqliteHuey(
+            name, filename=self.address, storage_class=LevelledSqliteStorage, results=False
+        )
 
-    def describe(self) -> dict[str, Any]:
-        durability = sqlite_durability(self._huey().storage.conn)
-        return describe_target(self, durability, "huey", sqlite=sqlite3.sqlite_version)
+    def sqlite_connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection = self.huey().storage.conn
+        return conn

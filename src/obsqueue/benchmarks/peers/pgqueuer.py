@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from obsqueue.benchmarks.peers.base import PostgresTarget
 from obsqueue.benchmarks.peers.loop import LoopThread, until_set
-from obsqueue.benchmarks.peers.settings import describe_target, postgres_durability
-from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession, WorkloadTarget
+from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 
 __all__ = ["PgqueuerTarget"]
 
@@ -109,12 +109,12 @@ class _PgqueuerSession(TargetSession):
 
 
 @dataclass(frozen=True)
-class PgqueuerTarget(WorkloadTarget):
+class PgqueuerTarget(PostgresTarget):
     """pgqueuer's tables in the database at ``address``; the entrypoint is ``obsq_<namespace>``."""
 
     name: ClassVar[str] = "pgqueuer"
     kind: ClassVar[str] = "peer"
-    backend: ClassVar[str] = "postgres"
+    libraries: ClassVar[tuple[str, ...]] = ("pgqueuer", "psycopg")
     guarantees: ClassVar[Guarantees] = Guarantees(
         per_session_fifo=False,
         one_consumer_per_session=False,
@@ -152,10 +152,3 @@ class PgqueuerTarget(WorkloadTarget):
 
     def cleanup(self) -> None:
         asyncio.run(self._prepare(install=False))
-
-    def describe(self) -> dict[str, Any]:
-        import psycopg
-
-        with psycopg.connect(self.address, autocommit=True, connect_timeout=10) as conn:
-            durability = postgres_durability(conn.execute)
-        return describe_target(self, durability, "pgqueuer", "psycopg")

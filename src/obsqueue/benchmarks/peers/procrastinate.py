@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from obsqueue.benchmarks.peers.base import PostgresTarget
 from obsqueue.benchmarks.peers.loop import LoopThread, until_set
-from obsqueue.benchmarks.peers.settings import describe_target, postgres_durability
 from obsqueue.benchmarks.peers.tasks import record
-from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession, WorkloadTarget
+from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 
 __all__ = ["ProcrastinateTarget"]
 
@@ -99,12 +99,12 @@ class _ProcrastinateSession(TargetSession):
 
 
 @dataclass(frozen=True)
-class ProcrastinateTarget(WorkloadTarget):
+class ProcrastinateTarget(PostgresTarget):
     """procrastinate's schema in the database at ``address``; the queue is ``obsq_<namespace>``."""
 
     name: ClassVar[str] = "procrastinate"
     kind: ClassVar[str] = "peer"
-    backend: ClassVar[str] = "postgres"
+    libraries: ClassVar[tuple[str, ...]] = ("procrastinate", "psycopg")
     guarantees: ClassVar[Guarantees] = Guarantees(
         per_session_fifo=True,
         one_consumer_per_session=True,
@@ -125,9 +125,7 @@ class ProcrastinateTarget(WorkloadTarget):
         return f"obsq_{self.namespace}"
 
     def _execute(self, *statements: tuple[str, tuple[Any, ...]]) -> list[Any]:
-        import psycopg
-
-        with psycopg.connect(self.address, autocommit=True, connect_timeout=10) as conn:
+        with self.pg_connect() as conn:
             return [conn.execute(text, params).fetchone() for text, params in statements]
 
     def prepare(self) -> None:
@@ -147,10 +145,3 @@ class ProcrastinateTarget(WorkloadTarget):
             self._execute(
                 ("DELETE FROM procrastinate_jobs WHERE queue_name = %s RETURNING 1", (self.queue,))
             )
-
-    def describe(self) -> dict[str, Any]:
-        import psycopg
-
-        with psycopg.connect(self.address, autocommit=True, connect_timeout=10) as conn:
-            durability = postgres_durability(conn.execute)
-        return describe_target(self, durability, "procrastinate", "psycopg")

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from obsqueue.benchmarks.peers.base import RedisTarget
 from obsqueue.benchmarks.peers.raw_sql import poll_backoff
-from obsqueue.benchmarks.peers.settings import describe_target, redis_durability
-from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession, WorkloadTarget
+from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 
 __all__ = ["RawRedisTarget", "unlink_prefix"]
 
@@ -81,12 +81,11 @@ class _RedisSession(TargetSession):
 
 
 @dataclass(frozen=True)
-class RawRedisTarget(WorkloadTarget):
+class RawRedisTarget(RedisTarget):
     """The Redis ceiling at ``address`` (a ``redis://`` URL); keys under ``obsq_ceiling:<ns>:``."""
 
     name: ClassVar[str] = "raw-redis"
     kind: ClassVar[str] = "ceiling"
-    backend: ClassVar[str] = "redis"
     guarantees: ClassVar[Guarantees] = Guarantees(
         per_session_fifo=False,
         one_consumer_per_session=False,
@@ -104,21 +103,12 @@ class RawRedisTarget(WorkloadTarget):
     def prefix(self) -> str:
         return f"obsq_ceiling:{self.namespace}:"
 
-    def _client(self) -> Any:
-        import redis
-
-        return redis.Redis.from_url(self.address, socket_timeout=30, socket_connect_timeout=10)
-
     def prepare(self) -> None:
-        with self._client() as client:
+        with self.redis_client() as client:
             unlink_prefix(client, self.prefix)
 
     def open(self) -> TargetSession:
-        return _RedisSession(self._client(), self.prefix)
+        return _RedisSession(self.redis_client(), self.prefix)
 
     def cleanup(self) -> None:
         self.prepare()
-
-    def describe(self) -> dict[str, Any]:
-        with self._client() as client:
-            return describe_target(self, redis_durability(client), "redis")

@@ -16,7 +16,6 @@ a consumer polls, backing off from 1 ms to 50 ms while it finds nothing.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import threading
@@ -24,13 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from obsqueue.benchmarks.peers.settings import (
-    describe_target,
-    postgres_durability,
-    sqlite_durability,
-    sqlite_synchronous,
-)
-from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession, WorkloadTarget
+from obsqueue.benchmarks.peers.base import PostgresTarget, SqliteTarget
+from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 from obsqueue.errors import InvalidMessageError
 from obsqueue.sqlfile import load_queries
 
@@ -108,12 +102,11 @@ class SqlSession(TargetSession):
 
 
 @dataclass(frozen=True)
-class RawPostgresTarget(WorkloadTarget):
+class RawPostgresTarget(PostgresTarget):
     """The PostgreSQL ceiling at ``address`` (a ``postgresql://`` URL)."""
 
     name: ClassVar[str] = "raw-postgres"
     kind: ClassVar[str] = "ceiling"
-    backend: ClassVar[str] = "postgres"
     guarantees: ClassVar[Guarantees] = CEILING_GUARANTEES
 
     def _queries(self) -> dict[str, Any]:
@@ -124,30 +117,20 @@ class RawPostgresTarget(WorkloadTarget):
         texts = load_queries("obsqueue.benchmarks", "sql", "raw_postgres.sql")
         return {name: sql.SQL(t).format(table=table, index=index) for name, t in texts.items()}
 
-    def _connect(self) -> Any:
-        import psycopg
-
-        return psycopg.connect(self.address, autocommit=True, connect_timeout=10)
-
     def prepare(self) -> None:
         q = self._queries()
-        with self._connect() as conn:
+        with self.pg_connect() as conn:
             conn.execute(q["create_ceiling"])
             conn.execute(q["index"])
             conn.execute(q["empty"])
 
     def open(self) -> TargetSession:
-        q, conn = self._queries(), self._connect()
+        q, conn = self._queries(), self.pg_connect()
         return SqlSession(lambda name, params: conn.execute(q[name], params), conn.close)
 
     def cleanup(self) -> None:
-        with self._connect() as conn:
+        with self.pg_connect() as conn:
             conn.execute(self._queries()["drop"])
-
-    def describe(self) -> dict[str, Any]:
-        with self._connect() as conn:
-            durability = postgres_durability(conn.execute)
-        return describe_target(self, durability, "psycopg")
 
 
 class _SqliteSession(SqlSession):
@@ -156,12 +139,11 @@ class _SqliteSession(SqlSession):
 
 
 @dataclass(frozen=True)
-class RawSqliteTarget(WorkloadTarget):
+class RawSqliteTarget(SqliteTarget):
     """The SQLite ceiling: ``address`` is the database file (created; removed by cleanup)."""
 
     name: ClassVar[str] = "raw-sqlite"
     kind: ClassVar[str] = "ceiling"
-    backend: ClassVar[str] = "sqlite"
     guarantees: ClassVar[Guarantees] = CEILING_GUARANTEES
 
     def _queries(self) -> dict[str, str]:
@@ -169,15 +151,14 @@ class RawSqliteTarget(WorkloadTarget):
         texts = load_queries("obsqueue.benchmarks", "sql", "raw_sqlite.sql")
         return {name: text.replace("{table}", table) for name, text in texts.items()}
 
-    def _connect(self) -> sqlite3.Connection:
-        level = sqlite_synchronous(self.options.get("synchronous", "FULL"))
+    def sqlite_connection(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.address, isolation_level=None, timeout=10.0)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={level}")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
         return conn
 
     def prepare(self) -> None:
-        q, conn = self._queries(), self._connect()
+        q, conn = self._queries(), self.sqlite_connection()
         try:
             conn.executescript(q["create"])
             conn.execute(q["empty"])
@@ -185,17 +166,5 @@ class RawSqliteTarget(WorkloadTarget):
             conn.close()
 
     def open(self) -> TargetSession:
-        q, conn = self._queries(), self._connect()
+        q, conn = self._queries(), self.sqlite_connection()
         return _SqliteSession(lambda name, params: conn.execute(q[name], params), conn.close)
-
-    def cleanup(self) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(self.address + suffix):
-                os.remove(self.address + suffix)
-
-    def describe(self) -> dict[str, Any]:
-        conn = self._connect()
-        try:
-            return describe_target(self, sqlite_durability(conn), sqlite=sqlite3.sqlite_version)
-        finally:
-            conn.close()

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from obsqueue.benchmarks.peers.settings import describe_target, redis_durability
+from obsqueue.benchmarks.peers.base import RedisTarget
 from obsqueue.benchmarks.peers.tasks import record
-from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession, WorkloadTarget
+from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 
 __all__ = ["RqTarget"]
 
@@ -77,12 +77,12 @@ class _RqSession(TargetSession):
 
 
 @dataclass(frozen=True)
-class RqTarget(WorkloadTarget):
+class RqTarget(RedisTarget):
     """RQ on the Redis at ``address``; the queue is ``obsq-<namespace>``."""
 
     name: ClassVar[str] = "rq"
     kind: ClassVar[str] = "peer"
-    backend: ClassVar[str] = "redis"
+    libraries: ClassVar[tuple[str, ...]] = ("rq", "redis")
     guarantees: ClassVar[Guarantees] = Guarantees(
         per_session_fifo=False,
         one_consumer_per_session=False,
@@ -109,14 +109,7 @@ class RqTarget(WorkloadTarget):
         return _RqSession(self.address, self.queue_name)
 
     def cleanup(self) -> None:
-        import redis
         import rq
 
-        with redis.Redis.from_url(self.address, socket_connect_timeout=10) as client:
+        with self.redis_client() as client:
             rq.Queue(self.queue_name, connection=client).delete(delete_jobs=True)
-
-    def describe(self) -> dict[str, Any]:
-        import redis
-
-        with redis.Redis.from_url(self.address, socket_connect_timeout=10) as client:
-            return describe_target(self, redis_durability(client), "rq", "redis")

@@ -1,0 +1,85 @@
+"""What the targets of one backend share: how they reach it, and ``describe()`` — library
+versions plus the durability settings read from the live backend (``settings.py``)."""
+
+from __future__ import annotations
+
+import abc
+import os
+import sqlite3
+from typing import Any, ClassVar
+
+from obsqueue.benchmarks.peers.settings import (
+    describe_target,
+    postgres_durability,
+    redis_durability,
+    sqlite_durability,
+    sqlite_synchronous,
+)
+from obsqueue.benchmarks.targets import WorkloadTarget
+
+__all__ = ["PostgresTarget", "RedisTarget", "SqliteTarget"]
+
+CONNECT_TIMEOUT_S = 10
+
+
+class RedisTarget(WorkloadTarget):
+    """A target on the Redis server at ``address`` (a ``redis://`` URL)."""
+
+    backend: ClassVar[str] = "redis"
+    libraries: ClassVar[tuple[str, ...]] = ("redis",)
+
+    def redis_client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(
+            self.address, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=30
+        )
+
+    def describe(self) -> dict[str, Any]:
+        with self.redis_client() as client:
+            return describe_target(self, redis_durability(client), *self.libraries)
+
+
+class PostgresTarget(WorkloadTarget):
+    """A target in the PostgreSQL database at ``address`` (a ``postgresql://`` URL)."""
+
+    backend: ClassVar[str] = "postgres"
+    libraries: ClassVar[tuple[str, ...]] = ("psycopg",)
+
+    def pg_connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.address, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+
+    def describe(self) -> dict[str, Any]:
+        with self.pg_connect() as conn:
+            durability = postgres_durability(conn.execute)
+        return describe_target(self, durability, *self.libraries)
+
+
+class SqliteTarget(WorkloadTarget):
+    """A target in the SQLite file at ``address``, at ``options["synchronous"]`` (FULL)."""
+
+    backend: ClassVar[str] = "sqlite"
+    libraries: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def synchronous(self) -> str:
+        return sqlite_synchronous(self.options.get("synchronous", "FULL"))
+
+    @abc.abstractmethod
+    def sqlite_connection(self) -> sqlite3.Connection:
+        """A new connection set up as the target's own are (the caller closes it)."""
+
+    def cleanup(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.address + suffix):
+                os.remove(self.address + suffix)
+
+    def describe(self) -> dict[str, Any]:
+        conn = self.sqlite_connection()
+        try:
+            durability = sqlite_durability(conn)
+        finally:
+            conn.close()
+        return describe_target(self, durability, *self.libraries, sqlite=sqlite3.sqlite_version)
