@@ -15,11 +15,27 @@ from obsqueue.benchmarks.peers.settings import (
     sqlite_durability,
     sqlite_synchronous,
 )
-from obsqueue.benchmarks.targets import WorkloadTarget
+from obsqueue.benchmarks.targets import Guarantees, WorkloadTarget
 
-__all__ = ["PostgresTarget", "RedisTarget", "SqliteTarget"]
+__all__ = ["PostgresTarget", "RedisTarget", "SqliteTarget", "holding"]
 
 CONNECT_TIMEOUT_S = 10
+PROPERTIES = (
+    "per_session_fifo",
+    "one_consumer_per_session",
+    "ack_after_processing",
+    "survives_consumer_kill",
+    "dedupe",
+)
+
+
+def holding(*held: str, notes: tuple[str, ...]) -> Guarantees:
+    """``Guarantees`` with the ``held`` properties true and the others false; the first of the
+    ``notes`` says in one line how the library is used (``describe()["usage"]``)."""
+    unknown = set(held) - set(PROPERTIES)
+    if unknown:
+        raise ValueError(f"unknown properties {sorted(unknown)}; known: {PROPERTIES}")
+    return Guarantees(**{name: name in held for name in PROPERTIES}, notes=notes)
 
 
 class RedisTarget(WorkloadTarget):

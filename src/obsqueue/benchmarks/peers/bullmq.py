@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from obsqueue.benchmarks.peers.base import RedisTarget
+from obsqueue.benchmarks.peers.base import RedisTarget, holding
 from obsqueue.benchmarks.peers.loop import LoopThread
 from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 
@@ -95,12 +95,10 @@ class BullmqTarget(RedisTarget):
     name: ClassVar[str] = "bullmq"
     kind: ClassVar[str] = "peer"
     libraries: ClassVar[tuple[str, ...]] = ("bullmq", "redis")
-    guarantees: ClassVar[Guarantees] = Guarantees(
-        per_session_fifo=False,
-        one_consumer_per_session=False,
-        ack_after_processing=True,
-        survives_consumer_kill=True,
-        dedupe=True,
+    guarantees: ClassVar[Guarantees] = holding(
+        "ack_after_processing",
+        "survives_consumer_kill",
+        "dedupe",
         notes=(
             "BullMQ (Python): Queue.add(removeOnComplete); a Worker (concurrency 1) on asyncio "
             "in the consumer process",

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from obsqueue.benchmarks.peers.base import RedisTarget
+from obsqueue.benchmarks.peers.base import RedisTarget, holding
 from obsqueue.benchmarks.peers.raw_redis import unlink_prefix
 from obsqueue.benchmarks.peers.tasks import record
 from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
@@ -89,12 +89,9 @@ class DramatiqTarget(RedisTarget):
     name: ClassVar[str] = "dramatiq"
     kind: ClassVar[str] = "peer"
     libraries: ClassVar[tuple[str, ...]] = ("dramatiq", "redis")
-    guarantees: ClassVar[Guarantees] = Guarantees(
-        per_session_fifo=False,
-        one_consumer_per_session=False,
-        ack_after_processing=True,
-        survives_consumer_kill=True,
-        dedupe=False,
+    guarantees: ClassVar[Guarantees] = holding(
+        "ack_after_processing",
+        "survives_consumer_kill",
         notes=(
             "Dramatiq: RedisBroker, an actor over record, actor.send; dramatiq.Worker "
             "(1 thread) in the consumer process",

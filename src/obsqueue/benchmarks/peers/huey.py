@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from obsqueue.benchmarks.peers.base import RedisTarget, SqliteTarget
+from obsqueue.benchmarks.peers.base import RedisTarget, SqliteTarget, holding
 from obsqueue.benchmarks.peers.tasks import record
 from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession, WorkloadTarget
 
@@ -71,12 +71,7 @@ class _HueySession(TargetSession):
 
 
 def _huey_guarantees(usage: str) -> Guarantees:
-    return Guarantees(
-        per_session_fifo=False,
-        one_consumer_per_session=False,
-        ack_after_processing=False,
-        survives_consumer_kill=False,
-        dedupe=False,
+    return holding(
         notes=(
             usage,
             "a consumer takes any session's task (Huey has no sessions)",

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from obsqueue.benchmarks.peers.base import PostgresTarget
+from obsqueue.benchmarks.peers.base import PostgresTarget, holding
 from obsqueue.benchmarks.peers.loop import LoopThread, until_set
 from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 
@@ -115,12 +115,10 @@ class PgqueuerTarget(PostgresTarget):
     name: ClassVar[str] = "pgqueuer"
     kind: ClassVar[str] = "peer"
     libraries: ClassVar[tuple[str, ...]] = ("pgqueuer", "psycopg")
-    guarantees: ClassVar[Guarantees] = Guarantees(
-        per_session_fifo=False,
-        one_consumer_per_session=False,
-        ack_after_processing=True,
-        survives_consumer_kill=True,
-        dedupe=True,
+    guarantees: ClassVar[Guarantees] = holding(
+        "ack_after_processing",
+        "survives_consumer_kill",
+        "dedupe",
         notes=(
             "pgqueuer: SyncQueries.enqueue; a QueueManager with one entrypoint, qm.run() on "
             "asyncio in the consumer process",

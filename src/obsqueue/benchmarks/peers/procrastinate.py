@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from obsqueue.benchmarks.peers.base import PostgresTarget
+from obsqueue.benchmarks.peers.base import PostgresTarget, holding
 from obsqueue.benchmarks.peers.loop import LoopThread, until_set
 from obsqueue.benchmarks.peers.tasks import record
 from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
@@ -105,12 +105,10 @@ class ProcrastinateTarget(PostgresTarget):
     name: ClassVar[str] = "procrastinate"
     kind: ClassVar[str] = "peer"
     libraries: ClassVar[tuple[str, ...]] = ("procrastinate", "psycopg")
-    guarantees: ClassVar[Guarantees] = Guarantees(
-        per_session_fifo=True,
-        one_consumer_per_session=True,
-        ack_after_processing=True,
-        survives_consumer_kill=False,
-        dedupe=False,
+    guarantees: ClassVar[Guarantees] = holding(
+        "per_session_fifo",
+        "one_consumer_per_session",
+        "ack_after_processing",
         notes=(
             "procrastinate: task.configure(lock=session).defer(); app.run_worker_async("
             "concurrency=1) in the consumer process",

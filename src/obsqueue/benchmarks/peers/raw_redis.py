@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from obsqueue.benchmarks.peers.base import RedisTarget
+from obsqueue.benchmarks.peers.base import RedisTarget, holding
 from obsqueue.benchmarks.peers.raw_sql import poll_backoff
 from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 
@@ -86,12 +86,8 @@ class RawRedisTarget(RedisTarget):
 
     name: ClassVar[str] = "raw-redis"
     kind: ClassVar[str] = "ceiling"
-    guarantees: ClassVar[Guarantees] = Guarantees(
-        per_session_fifo=False,
-        one_consumer_per_session=False,
-        ack_after_processing=True,
-        survives_consumer_kill=False,
-        dedupe=False,
+    guarantees: ClassVar[Guarantees] = holding(
+        "ack_after_processing",
         notes=(
             "raw Redis: RPUSH to a list per session; LMOVE to a processing list; LREM",
             "order holds only while one consumer drains a session",

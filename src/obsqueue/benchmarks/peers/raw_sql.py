@@ -23,19 +23,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from obsqueue.benchmarks.peers.base import PostgresTarget, SqliteTarget
+from obsqueue.benchmarks.peers.base import PostgresTarget, SqliteTarget, holding
 from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 from obsqueue.errors import InvalidMessageError
 from obsqueue.sqlfile import load_queries
 
 __all__ = ["CEILING_GUARANTEES", "RawPostgresTarget", "RawSqliteTarget", "poll_backoff"]
 
-CEILING_GUARANTEES = Guarantees(
-    per_session_fifo=False,
-    one_consumer_per_session=False,
-    ack_after_processing=True,
-    survives_consumer_kill=False,
-    dedupe=False,
+CEILING_GUARANTEES = holding(
+    "ack_after_processing",
     notes=(
         "raw SQL: INSERT; UPDATE … (SELECT … [SKIP LOCKED]) RETURNING; DELETE, autocommitted",
         "order holds only while one consumer drains a session (SKIP LOCKED hands the next "

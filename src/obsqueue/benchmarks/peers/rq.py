@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from obsqueue.benchmarks.peers.base import RedisTarget
+from obsqueue.benchmarks.peers.base import RedisTarget, holding
 from obsqueue.benchmarks.peers.tasks import record
 from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 
@@ -83,12 +83,8 @@ class RqTarget(RedisTarget):
     name: ClassVar[str] = "rq"
     kind: ClassVar[str] = "peer"
     libraries: ClassVar[tuple[str, ...]] = ("rq", "redis")
-    guarantees: ClassVar[Guarantees] = Guarantees(
-        per_session_fifo=False,
-        one_consumer_per_session=False,
-        ack_after_processing=True,
-        survives_consumer_kill=False,
-        dedupe=False,
+    guarantees: ClassVar[Guarantees] = holding(
+        "ack_after_processing",
         notes=(
             "RQ: one queue, queue.enqueue(record, …); rq.Worker (fork per job) "
             "work(max_jobs, max_idle_time) in the consumer process",
