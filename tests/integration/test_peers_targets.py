@@ -8,6 +8,8 @@ durability settings actually in force, matching the server's profile or the engi
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,3 +163,36 @@ def test_backends_without_references_get_none() -> None:
         "huey",
         "bullmq",
     ]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_consume_returns_soon_after_stop(
+    name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Given a consumer blocked on an empty queue, when ``stop`` is set, then ``consume``
+    returns within about a second (the contract's bound; 3 s here for a loaded machine)."""
+    target = _target(name, request, tmp_path)
+    target.prepare()
+    session = target.open()
+    stop = threading.Event()
+    returned: list[float] = []
+
+    def consume() -> None:
+        session.consume(None, lambda s, p: None, stop)
+        returned.append(time.monotonic())
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    try:
+        consumer.start()
+        time.sleep(1.5)
+        assert consumer.is_alive(), "consume returned before stop was set"
+        stopped = time.monotonic()
+        stop.set()
+        consumer.join(timeout=15)
+        assert returned, "consume did not return within 15 s of stop"
+        assert returned[0] - stopped < 3.0
+    finally:
+        stop.set()
+        consumer.join(timeout=15)
+        session.close()
+        target.cleanup()

@@ -148,7 +148,9 @@ class RawSqliteTarget(SqliteTarget):
         return {name: text.replace("{table}", table) for name, text in texts.items()}
 
     def sqlite_connection(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.address, isolation_level=None, timeout=10.0)
+        conn = sqlite3.connect(
+            self.address, isolation_level=None, timeout=10.0, check_same_thread=False
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         return conn
