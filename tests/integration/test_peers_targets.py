@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from obsqueue.benchmarks.peers import BY_BACKEND, backend_of, targets_for
 from obsqueue.benchmarks.peers.check import drain_check
 from obsqueue.benchmarks.targets import WorkloadTarget
+from obsqueue.engines import open_engine
 from obsqueue.servers import ServerHandle, provision
 from tests.conftest import throwaway
 
@@ -123,33 +125,44 @@ def test_a_target_claiming_dedupe_stores_a_repeated_key_once(
         target.cleanup()
 
 
-def test_the_sqlite_targets_run_at_the_engine_urls_synchronous(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'engine.db'}?synchronous=NORMAL"
+def _engine_durability(url: str) -> dict[str, object]:
+    with open_engine(url, namespace=f"peers{uuid.uuid4().hex[:8]}") as engine:
+        try:
+            durability: dict[str, object] = engine.describe()["durability"]
+        finally:
+            engine.destroy()
+    return durability
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+def test_the_sqlite_targets_run_at_the_engines_durability(synchronous: str, tmp_path: Path) -> None:
+    """Given an engine URL with a ``synchronous`` level, the SQLite targets run at it and
+    describe it exactly as the engine does."""
+    url = f"sqlite:///{tmp_path / 'engine.db'}?synchronous={synchronous}"
+    expected = _engine_durability(url)
     targets = targets_for(url, None, str(tmp_path / "refs"))
     assert [t.name for t in targets] == ["raw-sqlite", "huey-sqlite"]
     for target in targets:
         target.prepare()
         assert target.address == f"{tmp_path / 'refs'}.{target.name}"
-        assert target.describe()["durability"]["synchronous"] == "NORMAL"
-        assert target.describe()["durability"]["journal_mode"] == "wal"
+        assert target.describe()["durability"] == expected
         target.cleanup()
 
 
 @pytest.mark.parametrize("backend", ["redis", "postgres"])
-def test_server_targets_report_the_servers_durability(
+def test_server_targets_describe_the_engines_durability(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    """Every target on a server reports the durability settings in force exactly as the
+    engine on the same server does, under the same keys."""
     server: ServerHandle = request.getfixturevalue(f"{backend}_server")
+    expected = _engine_durability(server.url)
+    assert expected["server_crash_durable"] is True
     for target in _targets(backend, request, tmp_path):
         described = target.describe()
         assert described["kind"] in ("ceiling", "peer")
         assert described["usage"]
-        durability = described["durability"]
-        if backend == "redis":
-            assert durability["appendfsync"] == server.settings["appendfsync"]
-        else:
-            assert durability["synchronous_commit"] == server.settings["synchronous_commit"]
-        assert durability["server_crash_durable"] is True
+        assert described["durability"] == expected
 
 
 def test_backends_without_references_get_none() -> None:

@@ -89,7 +89,13 @@ def sqlite_durability(conn: sqlite3.Connection) -> dict[str, Any]:
 
 def postgres_durability(execute: Any) -> dict[str, Any]:
     """The PostgreSQL engine's durability keys; ``execute(sql)`` returns a cursor."""
-    names = ("fsync", "synchronous_commit", "full_page_writes", "wal_sync_method")
+    names = (
+        "fsync",
+        "synchronous_commit",
+        "full_page_writes",
+        "wal_sync_method",
+        "synchronous_standby_names",
+    )
     values = {name: execute(f"SELECT current_setting('{name}')").fetchone()[0] for name in names}
     durable = values["fsync"] == "on" and values["synchronous_commit"] != "off"
     return {**values, "server_crash_durable": durable}
