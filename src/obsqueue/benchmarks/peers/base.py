@@ -15,9 +15,10 @@ from obsqueue.benchmarks.peers.settings import (
     sqlite_durability,
     sqlite_synchronous,
 )
-from obsqueue.benchmarks.targets import Guarantees, WorkloadTarget
+from obsqueue.benchmarks.peers.tasks import WORK
+from obsqueue.benchmarks.targets import Guarantees, TargetSession, WorkloadTarget
 
-__all__ = ["PostgresTarget", "RedisTarget", "SqliteTarget", "holding"]
+__all__ = ["PeerTarget", "PostgresTarget", "RedisTarget", "SqliteTarget", "holding"]
 
 CONNECT_TIMEOUT_S = 10
 PROPERTIES = (
@@ -38,7 +39,34 @@ def holding(*held: str, notes: tuple[str, ...]) -> Guarantees:
     return Guarantees(**{name: name in held for name in PROPERTIES}, notes=notes)
 
 
-class RedisTarget(WorkloadTarget):
+class PeerTarget(WorkloadTarget):
+    """A ceiling or peer. Two ``options`` every one of them takes:
+
+    * ``work_s`` (default 0): seconds each message's work takes in a consumer (the harness
+      measures the queue with none; a test kills a consumer in the middle of one);
+    * ``recovery_s`` (default None: the library's own): for the peers that return a dead
+      consumer's message (pgqueuer, Dramatiq, BullMQ), how soon — their heartbeat or stalled
+      check period; the others have nothing to set."""
+
+    @property
+    def work_s(self) -> float:
+        return float(self.options.get("work_s", 0.0))
+
+    @property
+    def recovery_s(self) -> float | None:
+        value = self.options.get("recovery_s")
+        return None if value is None else float(value)
+
+    def open(self) -> TargetSession:
+        WORK["s"] = self.work_s
+        return self.session()
+
+    @abc.abstractmethod
+    def session(self) -> TargetSession:
+        """Connect from the current process (``open`` after the process's work is set)."""
+
+
+class RedisTarget(PeerTarget):
     """A target on the Redis server at ``address`` (a ``redis://`` URL)."""
 
     backend: ClassVar[str] = "redis"
@@ -56,7 +84,7 @@ class RedisTarget(WorkloadTarget):
             return describe_target(self, redis_durability(client), *self.libraries)
 
 
-class PostgresTarget(WorkloadTarget):
+class PostgresTarget(PeerTarget):
     """A target in the PostgreSQL database at ``address`` (a ``postgresql://`` URL)."""
 
     backend: ClassVar[str] = "postgres"
@@ -73,7 +101,7 @@ class PostgresTarget(WorkloadTarget):
         return describe_target(self, durability, *self.libraries)
 
 
-class SqliteTarget(WorkloadTarget):
+class SqliteTarget(PeerTarget):
     """A target in the SQLite file at ``address``, at ``options["synchronous"]`` (FULL)."""
 
     backend: ClassVar[str] = "sqlite"

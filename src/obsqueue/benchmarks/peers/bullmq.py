@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from obsqueue.benchmarks.peers.base import RedisTarget, holding
 from obsqueue.benchmarks.peers.loop import LoopThread
+from obsqueue.benchmarks.peers.tasks import WORK
 from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 
 __all__ = ["BullmqTarget"]
@@ -39,8 +40,9 @@ async def _queue(url: str, name: str) -> Any:
 
 
 class _BullmqSession(TargetSession):
-    def __init__(self, url: str, queue_name: str) -> None:
+    def __init__(self, url: str, queue_name: str, recovery_s: float | None) -> None:
         self._url, self._name = url, queue_name
+        self._recovery_ms = None if recovery_s is None else int(recovery_s * 1000)
         self._loop = LoopThread("bullmq")
         self._queue = self._loop.run(_queue(url, queue_name))
 
@@ -60,9 +62,12 @@ class _BullmqSession(TargetSession):
         from bullmq import Worker
 
         async def process(job: Any, token: str) -> None:
-            del job, token  # the work is nothing; the harness measures the queue
+            del job, token
+            await asyncio.sleep(WORK["s"])
 
-        opts = {"connection": self._url, "concurrency": 1, "drainDelay": 1}
+        opts: dict[str, Any] = {"connection": self._url, "concurrency": 1, "drainDelay": 1}
+        if self._recovery_ms is not None:
+            opts.update(lockDuration=self._recovery_ms, stalledInterval=self._recovery_ms)
         worker = Worker(self._name, process, opts)
         worker.on("completed", lambda job, _: on_message(job.data["session"], job.data["payload"]))
         try:
@@ -114,8 +119,8 @@ class BullmqTarget(RedisTarget):
     def prepare(self) -> None:
         asyncio.run(_obliterate(self.address, self.queue_name))
 
-    def open(self) -> TargetSession:
-        return _BullmqSession(self.address, self.queue_name)
+    def session(self) -> TargetSession:
+        return _BullmqSession(self.address, self.queue_name, self.recovery_s)
 
     def cleanup(self) -> None:
         self.prepare()

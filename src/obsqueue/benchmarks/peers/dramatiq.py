@@ -46,8 +46,12 @@ class _DramatiqSession(TargetSession):
         import dramatiq
         from dramatiq.brokers.redis import RedisBroker
 
+        recovery: dict[str, int] = {}
+        if target.recovery_s is not None:  # a dead worker's heartbeat, checked on every command
+            recovery = {"heartbeat_timeout": int(target.recovery_s * 1000)}
+            recovery["maintenance_chance"] = 1_000_000
         self._broker = RedisBroker(  # type: ignore[no-untyped-call]
-            url=target.address, namespace=target.redis_namespace
+            url=target.address, namespace=target.redis_namespace, **recovery
         )
         self._acked = _acked_middleware()
         self._broker.add_middleware(self._acked)
@@ -112,7 +116,7 @@ class DramatiqTarget(RedisTarget):
         with self.redis_client() as client:
             unlink_prefix(client, f"{self.redis_namespace}:")
 
-    def open(self) -> TargetSession:
+    def session(self) -> TargetSession:
         return _DramatiqSession(self)
 
     def cleanup(self) -> None:

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from obsqueue.benchmarks.peers.base import RedisTarget, SqliteTarget, holding
+from obsqueue.benchmarks.peers.base import PeerTarget, RedisTarget, SqliteTarget, holding
 from obsqueue.benchmarks.peers.tasks import record
-from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession, WorkloadTarget
+from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 
 __all__ = ["HueyRedisTarget", "HueySqliteTarget"]
 
@@ -80,7 +80,7 @@ def _huey_guarantees(usage: str) -> Guarantees:
     )
 
 
-class _HueyTarget(WorkloadTarget):
+class _HueyTarget(PeerTarget):
     """Huey under the name ``obsq-<namespace>``, whatever its storage."""
 
     @abc.abstractmethod
@@ -90,7 +90,7 @@ class _HueyTarget(WorkloadTarget):
     def prepare(self) -> None:
         self.huey().flush()
 
-    def open(self) -> TargetSession:
+    def session(self) -> TargetSession:
         return _HueySession(self.huey())
 
 

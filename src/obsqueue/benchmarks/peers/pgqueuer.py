@@ -20,10 +20,12 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from obsqueue.benchmarks.peers.base import PostgresTarget, holding
 from obsqueue.benchmarks.peers.loop import LoopThread, until_set
+from obsqueue.benchmarks.peers.tasks import WORK
 from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 
 __all__ = ["PgqueuerTarget"]
@@ -50,12 +52,22 @@ def _acking_queries(conn: Any, on_message: OnMessage) -> Any:
 
 
 class _PgqueuerSession(TargetSession):
-    def __init__(self, dsn: str, entrypoint: str) -> None:
+    def __init__(self, dsn: str, entrypoint: str, recovery_s: float | None) -> None:
         import psycopg
         from pgqueuer.db import SyncPsycopgDriver
         from pgqueuer.queries import SyncQueries
 
         self._dsn, self._entrypoint = dsn, entrypoint
+        # options["recovery_s"]: how soon a dead consumer's job is stale, and how often an idle
+        # consumer looks for one (pgqueuer re-picks stale jobs in its dequeue query)
+        self._timeouts = (
+            {}
+            if recovery_s is None
+            else {
+                "heartbeat_timeout": timedelta(seconds=recovery_s),
+                "dequeue_timeout": timedelta(seconds=recovery_s),
+            }
+        )
         self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
         self._queries = SyncQueries(SyncPsycopgDriver(self._conn))
 
@@ -87,11 +99,12 @@ class _PgqueuerSession(TargetSession):
 
             @qm.entrypoint(self._entrypoint)
             async def handle(job: Any) -> None:
-                del job  # the work is nothing; the harness measures the queue
+                del job
+                await asyncio.sleep(WORK["s"])
 
             watcher = asyncio.create_task(until_set(stop, qm.shutdown))
             try:
-                await qm.run()
+                await qm.run(**self._timeouts)
             finally:
                 watcher.cancel()
         finally:
@@ -145,8 +158,8 @@ class PgqueuerTarget(PostgresTarget):
     def prepare(self) -> None:
         asyncio.run(self._prepare(install=True))
 
-    def open(self) -> TargetSession:
-        return _PgqueuerSession(self.address, self.entrypoint)
+    def session(self) -> TargetSession:
+        return _PgqueuerSession(self.address, self.entrypoint, self.recovery_s)
 
     def cleanup(self) -> None:
         asyncio.run(self._prepare(install=False))

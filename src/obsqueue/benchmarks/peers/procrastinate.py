@@ -134,7 +134,7 @@ class ProcrastinateTarget(PostgresTarget):
                 app.schema_manager.apply_schema()
         self.cleanup()
 
-    def open(self) -> TargetSession:
+    def session(self) -> TargetSession:
         return _ProcrastinateSession(self.address, self.queue)
 
     def cleanup(self) -> None:

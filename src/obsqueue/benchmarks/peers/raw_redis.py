@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from obsqueue.benchmarks.peers.base import RedisTarget, holding
 from obsqueue.benchmarks.peers.raw_sql import poll_backoff
+from obsqueue.benchmarks.peers.tasks import work
 from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 
 __all__ = ["RawRedisTarget", "unlink_prefix"]
@@ -60,6 +61,7 @@ class _RedisSession(TargetSession):
                 item = self._client.lmove(queue, processing, "LEFT", "RIGHT")
                 if item is None:
                     continue
+                work()
                 self._client.lrem(processing, 1, item)
                 on_message(queue[start:], item.decode())
                 found = True
@@ -103,7 +105,7 @@ class RawRedisTarget(RedisTarget):
         with self.redis_client() as client:
             unlink_prefix(client, self.prefix)
 
-    def open(self) -> TargetSession:
+    def session(self) -> TargetSession:
         return _RedisSession(self.redis_client(), self.prefix)
 
     def cleanup(self) -> None:

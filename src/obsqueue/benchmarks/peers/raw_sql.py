@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from obsqueue.benchmarks.peers.base import PostgresTarget, SqliteTarget, holding
+from obsqueue.benchmarks.peers.tasks import work
 from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 from obsqueue.errors import InvalidMessageError
 from obsqueue.sqlfile import load_queries
@@ -84,6 +85,7 @@ class SqlSession(TargetSession):
             row = self._run(name, params).fetchone()
             if row is None:
                 return False
+            work()
             self._run("delete", {"id": row[0]})
             on_message(row[1], row[2])
             return True
@@ -120,7 +122,7 @@ class RawPostgresTarget(PostgresTarget):
             conn.execute(q["index"])
             conn.execute(q["empty"])
 
-    def open(self) -> TargetSession:
+    def session(self) -> TargetSession:
         q, conn = self._queries(), self.pg_connect()
         return SqlSession(lambda name, params: conn.execute(q[name], params), conn.close)
 
@@ -163,6 +165,6 @@ class RawSqliteTarget(SqliteTarget):
         finally:
             conn.close()
 
-    def open(self) -> TargetSession:
+    def session(self) -> TargetSession:
         q, conn = self._queries(), self.sqlite_connection()
         return _SqliteSession(lambda name, params: conn.execute(q[name], params), conn.close)

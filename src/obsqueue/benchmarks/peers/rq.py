@@ -101,7 +101,7 @@ class RqTarget(RedisTarget):
     def prepare(self) -> None:
         self.cleanup()
 
-    def open(self) -> TargetSession:
+    def session(self) -> TargetSession:
         return _RqSession(self.address, self.queue_name)
 
     def cleanup(self) -> None:
