@@ -30,6 +30,8 @@ from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
 
 __all__ = ["PgqueuerTarget"]
 
+DEFAULT_PERIOD_S = 30.0  # QueueManager.run's dequeue_timeout and heartbeat_timeout
+
 
 def _acking_queries(conn: Any, on_message: OnMessage) -> Any:
     from pgqueuer import models, types
@@ -59,15 +61,10 @@ class _PgqueuerSession(TargetSession):
 
         self._dsn, self._entrypoint = dsn, entrypoint
         # options["recovery_s"]: how soon a dead consumer's job is stale, and how often an idle
-        # consumer looks for one (pgqueuer re-picks stale jobs in its dequeue query)
-        self._timeouts = (
-            {}
-            if recovery_s is None
-            else {
-                "heartbeat_timeout": timedelta(seconds=recovery_s),
-                "dequeue_timeout": timedelta(seconds=recovery_s),
-            }
-        )
+        # consumer looks for one (pgqueuer re-picks stale jobs in its dequeue query); else
+        # QueueManager.run's defaults (30 s each)
+        period = timedelta(seconds=recovery_s or DEFAULT_PERIOD_S)
+        self._heartbeat_timeout = self._dequeue_timeout = period
         self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
         self._queries = SyncQueries(SyncPsycopgDriver(self._conn))
 
@@ -104,7 +101,10 @@ class _PgqueuerSession(TargetSession):
 
             watcher = asyncio.create_task(until_set(stop, qm.shutdown))
             try:
-                await qm.run(**self._timeouts)
+                await qm.run(
+                    dequeue_timeout=self._dequeue_timeout,
+                    heartbeat_timeout=self._heartbeat_timeout,
+                )
             finally:
                 watcher.cancel()
         finally:
