@@ -12,15 +12,17 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from obsqueue.benchmarks.peers import BY_BACKEND, targets_for
+from obsqueue.benchmarks.peers import BY_BACKEND
 from obsqueue.benchmarks.targets import WorkloadTarget
-from obsqueue.servers import ServerHandle, provision
-from tests.conftest import throwaway
+from tests.integration.test_peers_targets import (  # the same throwaway servers' fixtures
+    _target,
+    postgres_server,  # noqa: F401
+    redis_server,  # noqa: F401
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,30 +32,6 @@ PICKUP_S = 3.0  # time the doomed consumer gets to take the message
 REDELIVERY_WINDOW_S = 30.0  # a target that survives a kill delivers again within this
 ABSENCE_WINDOW_S = 8.0  # a target that does not is watched this long
 MIN_RECOVERY_S = 0.5  # a redelivery sooner than this came from a message never held
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[ServerHandle]:
-    with throwaway(lambda: provision("redis", owned=True), "redis-server") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def postgres_server() -> Iterator[ServerHandle]:
-    with throwaway(lambda: provision("postgres", owned=True), "PostgreSQL") as server:
-        yield server
-
-
-def _target(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> WorkloadTarget:
-    backend = next(b for b, classes in BY_BACKEND.items() if name in {c.name for c in classes})
-    if backend == "sqlite":
-        targets = targets_for(f"sqlite:///{tmp_path / 'engine.db'}", None, None)
-    else:
-        server: ServerHandle = request.getfixturevalue(f"{backend}_server")
-        targets = targets_for(
-            {"redis": "redis://", "postgres": "postgresql://"}[backend], server.url, None
-        )
-    return next(t for t in targets if t.name == name)
 
 
 def _doomed_consumer(target: WorkloadTarget) -> None:
