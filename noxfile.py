@@ -5,6 +5,7 @@ nox -s conformance   the conformance suite on every engine, results JSON
 nox -s tests         lint, then the project's own tests (unit, integration, acceptance)
 nox -s lint          ruff (lint + format check), mypy --strict on src/, and the layering
                      (import-linter contracts in pyproject.toml, docs/design.md)
+nox -s microbench    per-operation costs (pytest-benchmark) of each engine, results JSON
 """
 
 from __future__ import annotations
@@ -39,9 +40,17 @@ ENGINES = [
 ]
 
 
+#: BullMQ's Python package and its runtime needs, installed without its exact pins: bullmq 3.x pins
+#: croniter==2.0.7, pgqueuer (a benchmark peer) needs croniter>=5, and obsqueue uses no BullMQ
+#: feature that touches croniter (repeatable jobs). A user who installs only `obsqueue[bullmq]`
+#: gets bullmq with its own pins.
+BULLMQ_NO_PINS = ["bullmq>=3.4,<4", "msgpack>=1.0", "semver>=3.0"]
+
+
 def install(session: nox.Session, *extra: str) -> None:
     """The package with every engine's driver, plus ``extra`` tools."""
     session.install("-e", ".[all]", *extra)
+    session.install("--no-deps", *BULLMQ_NO_PINS)
 
 
 CHROMIUM = "/usr/bin/chromium"
@@ -69,8 +78,8 @@ def ensure_chromium(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     install(session, *DEV)
-    session.run("ruff", "check", "src", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "microbench", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "microbench", "noxfile.py")
     session.run("mypy")
     session.run("lint-imports")
 
@@ -110,3 +119,21 @@ def report(session: nox.Session) -> None:
     """Only the report, from the results already in reports/results/."""
     install(session)
     session.run("obsqueue", "report", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def microbench(session: nox.Session) -> None:
+    """Per-operation costs (enqueue, claim + ack, get_pending_count) of the given engine URLs
+    (default: every engine), one pytest-benchmark run each, written to
+    ``reports/results/microbench-<engine>.json``."""
+    install(session)
+    for url in session.posargs or ENGINES:
+        session.run(
+            "pytest",
+            "microbench",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--microbench-engine={url}",
+            "--microbench-results=reports/results",
+        )

@@ -1,5 +1,7 @@
 -- The raw SQLite reference of the drain benchmark: the same claim-then-delete loop as the
 -- engine's, with no leases, tokens, dedupe or wakeup. {table} is a checked identifier.
+-- The harness's ceiling targets (benchmarks/peers/raw_sql.py) use the same claim-then-delete
+-- from any session (claim_any) or from a set of sessions (claim_among) given as a JSON array.
 
 -- create --
 CREATE TABLE IF NOT EXISTS "{table}" (
@@ -26,3 +28,23 @@ DELETE FROM "{table}" WHERE id = :id
 
 -- drop --
 DROP TABLE IF EXISTS "{table}"
+
+-- claim_any --
+UPDATE "{table}" SET status = 'processing'
+WHERE id = (SELECT id FROM "{table}" WHERE status = 'pending' ORDER BY id LIMIT 1)
+RETURNING id, session_id, payload
+
+-- claim_among --
+UPDATE "{table}" SET status = 'processing'
+WHERE id = (
+    SELECT id FROM "{table}"
+    WHERE session_id IN (SELECT value FROM json_each(:sessions)) AND status = 'pending'
+    ORDER BY id LIMIT 1
+)
+RETURNING id, session_id, payload
+
+-- count --
+SELECT count(*) FROM "{table}"
+
+-- empty --
+DELETE FROM "{table}"
