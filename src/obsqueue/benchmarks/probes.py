@@ -19,7 +19,7 @@ import time
 
 import psutil
 
-from obsqueue.benchmarks.hist import new_histogram, percentile_figures, record_ns
+from obsqueue.benchmarks.hist import Histogram, new_histogram, percentile_figures, record_ns
 from obsqueue.benchmarks.loadgen import draw_size, stamp
 from obsqueue.benchmarks.procs import RunFailed, WorkerGroup
 from obsqueue.benchmarks.targets import TargetSession, WorkloadTarget
@@ -81,8 +81,8 @@ def run_idle(
     return outcome
 
 
-def _wakeup(hist: object) -> dict[str, float]:
-    figures = percentile_figures(hist, "wakeup")  # type: ignore[arg-type]
+def _wakeup(hist: Histogram) -> dict[str, float]:
+    figures = percentile_figures(hist, "wakeup")
     return {k: v for k, v in figures.items() if k in ("wakeup_p50_ms", "wakeup_p99_ms")}
 
 

@@ -282,17 +282,11 @@ def _build(merged: dict[str, Any], source: str, profile: str) -> Workload:
     arrival = Arrival(**merged.get("arrival", {}))
     if arrival.burst_min > arrival.burst_max:
         raise WorkloadError(source, "arrival.burst_max", "must be >= arrival.burst_min")
-    top = {k: v for k, v in merged.items() if k in KEYS[None]}
-    tables = {k: dict(merged.get(k, {})) for k in ("engine", "latency", "idle", "recovery")}
+    top: dict[str, Any] = {k: v for k, v in merged.items() if k in KEYS[None]}
+    for table in ("engine", "latency", "idle", "recovery", "scaling"):
+        top[table] = dict(merged.get(table, {}))
     workload = Workload(
-        **top,
-        profile=profile,
-        source=source,
-        payload=payload,
-        arrival=arrival,
-        scaling=dict(merged.get("scaling", {})),
-        raw=merged,
-        **tables,
+        **top, profile=profile, source=source, payload=payload, arrival=arrival, raw=merged
     )
     if workload.warmup_messages >= workload.total_messages and workload.measure != "latency":
         raise WorkloadError(source, "warmup_messages", "must be below the message count")
