@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from obsqueue.benchmarks.workload import PROFILES, load_workload, shipped_workloads
+from obsqueue.benchmarks.workload import PROFILES, WorkloadError, load_workload, shipped_workloads
 
 __all__ = ["add_parser", "run"]
 
@@ -75,11 +75,14 @@ def run(args: argparse.Namespace) -> int:
     from obsqueue.benchmarks.runner import run_benchmarks
     from obsqueue.benchmarks.selfcheck import run_self_checks
     from obsqueue.engines import engine_class
+    from obsqueue.errors import InvalidMessageError
     from obsqueue.servers import ENV_VARS
 
     if not args.urls and not args.self_check:
-        raise SystemExit("obsqueue bench: give at least one engine URL (or --self-check)")
+        raise InvalidMessageError("URL", "give at least one engine URL (or --self-check)")
     for url in args.urls:
+        if "://" not in url and url in shipped_workloads():
+            raise WorkloadError(url, "URL", f"a workload, not an engine URL: use --workload {url}")
         engine_class(url)  # an unknown scheme or a missing driver is refused before anything runs
     workloads = [load_workload(w, args.profile) for w in (args.workload or ["sessions"])]
     if args.rounds is not None:

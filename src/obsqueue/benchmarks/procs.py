@@ -12,7 +12,6 @@ import multiprocessing
 import queue
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Self
 
 import psutil
@@ -94,15 +93,10 @@ class WorkerGroup:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         for flag in (STOP, GO, DRAIN):
             self.shared.set(flag)
-        end = time.monotonic() + (self.grace_s if exc_type is None else 0.5)
+        end = time.monotonic() + (self.grace_s if exc_info[0] is None else 0.5)
         for process in self.processes:
             process.join(max(0.0, end - time.monotonic()))
         for process in self.processes:

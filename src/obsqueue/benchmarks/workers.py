@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,96 +84,107 @@ def _failure(role: str, index: int) -> dict[str, Any]:
     return {"role": role, "index": index, "error": lines[-1] if lines else "unknown error"}
 
 
-def producer_main(target: WorkloadTarget, plan: ProducerPlan, shared: Shared) -> None:
+def _guarded(shared: Shared, role: str, index: int, body: Callable[[], dict[str, Any]]) -> None:
+    """Run a worker's ``body`` and send its report, or its error if it raised."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        session = target.open()
-        report = {"role": "producer", "index": plan.index, "cpu0": _usage()[0]}
-        enqueue, delay = new_histogram(), new_histogram()
-        shared.results.put({"role": "ready", "index": plan.index})
-        shared.wait(GO)
-        start = first = time.monotonic_ns()
-        for send in plan.sends:
-            if send.offset_ns is None:
-                intended = time.monotonic_ns()
-            else:
-                intended = start + send.offset_ns
-                wait = intended - time.monotonic_ns()
-                if wait > 0:
-                    time.sleep(wait / 1e9)
-            actual = time.monotonic_ns()
-            if send.warm:
-                first = actual
-            session.enqueue(send.session_id, stamp(intended, send.warm, send.size))
-            if not send.warm:
-                record_ns(enqueue, time.monotonic_ns() - intended)
-                record_ns(delay, actual - intended)
-            if plan.pause_ms:
-                time.sleep(plan.pause_ms / 1000)
-        report.update(
-            sent=len(plan.sends),
-            first_ns=first,
-            last_ns=time.monotonic_ns(),
-            enqueue=enqueue.encode(),
-            send_delay=delay.encode(),
-        )
-        session.close()
-        _report(shared, report)
+        report = body()
     except BaseException:
-        shared.results.put(_failure("producer", plan.index))
+        shared.results.put(_failure(role, index))
+        return
+    _report(shared, report)
+
+
+def producer_main(target: WorkloadTarget, plan: ProducerPlan, shared: Shared) -> None:
+    _guarded(shared, "producer", plan.index, lambda: _produce(target, plan, shared))
 
 
 def consumer_main(target: WorkloadTarget, role: ConsumerRole, shared: Shared) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        session = target.open()
-        report: dict[str, Any] = {"role": "consumer", "index": role.index, "cpu0": _usage()[0]}
-        e2e, delivered = new_histogram(), new_histogram()
-        lock = threading.Lock()
-        span = {"first": 0, "last": 0, "measured": 0}
+    _guarded(shared, "consumer", role.index, lambda: _consume(target, role, shared))
 
-        def on_delivered(payload: str) -> None:
-            now = time.monotonic_ns()
-            intended, warm = parse_stamp(payload)
-            if role.kill_on_delivery:
-                shared.marks[KILLED_AT] = time.monotonic_ns()
-                os.kill(os.getpid(), signal.SIGKILL)
-            if not warm:
-                with lock:
-                    record_ns(delivered, now - intended)
 
-        def on_message(_session_id: str, payload: str) -> None:
-            now = time.monotonic_ns()
-            intended, warm = parse_stamp(payload)
+def _produce(target: WorkloadTarget, plan: ProducerPlan, shared: Shared) -> dict[str, Any]:
+    session = target.open()
+    report = {"role": "producer", "index": plan.index, "cpu0": _usage()[0]}
+    enqueue, delay = new_histogram(), new_histogram()
+    shared.results.put({"role": "ready", "index": plan.index})
+    shared.wait(GO)
+    start = first = time.monotonic_ns()
+    for send in plan.sends:
+        if send.offset_ns is None:
+            intended = time.monotonic_ns()
+        else:
+            intended = start + send.offset_ns
+            wait = intended - time.monotonic_ns()
+            if wait > 0:
+                time.sleep(wait / 1e9)
+        actual = time.monotonic_ns()
+        if send.warm:
+            first = actual
+        session.enqueue(send.session_id, stamp(intended, send.warm, send.size))
+        if not send.warm:
+            record_ns(enqueue, time.monotonic_ns() - intended)
+            record_ns(delay, actual - intended)
+        if plan.pause_ms:
+            time.sleep(plan.pause_ms / 1000)
+    report.update(
+        sent=len(plan.sends),
+        first_ns=first,
+        last_ns=time.monotonic_ns(),
+        enqueue=enqueue.encode(),
+        send_delay=delay.encode(),
+    )
+    session.close()
+    return report
+
+
+def _consume(target: WorkloadTarget, role: ConsumerRole, shared: Shared) -> dict[str, Any]:
+    session = target.open()
+    report: dict[str, Any] = {"role": "consumer", "index": role.index, "cpu0": _usage()[0]}
+    e2e, delivered = new_histogram(), new_histogram()
+    lock = threading.Lock()
+    span = {"first": 0, "last": 0, "measured": 0}
+
+    def on_delivered(payload: str) -> None:
+        now = time.monotonic_ns()
+        intended, warm = parse_stamp(payload)
+        if role.kill_on_delivery:
+            shared.marks[KILLED_AT] = time.monotonic_ns()
+            os.kill(os.getpid(), signal.SIGKILL)
+        if not warm:
             with lock:
-                if role.mark_first and not shared.marks[REDELIVERED_AT]:
-                    shared.marks[REDELIVERED_AT] = now
-                if not warm:
-                    record_ns(e2e, now - intended)
-                    span["first"] = span["first"] or now
-                    span["last"] = now
-                    span["measured"] += 1
-                shared.counters[role.index] += 1
+                record_ns(delivered, now - intended)
 
-        session.on_delivered = on_delivered
-        shared.results.put({"role": "ready", "index": role.index})
-        if role.wait_for_drain:
-            shared.wait(DRAIN)
-        stop = threading.Event()
-        threading.Thread(target=_relay, args=(shared, stop), daemon=True).start()
-        session.consume(list(role.sessions), on_message, stop)
-        report.update(
-            processed=int(shared.counters[role.index]),
-            measured=span["measured"],
-            first_ns=span["first"],
-            last_ns=span["last"],
-            e2e=e2e.encode(),
-            delivered=delivered.encode(),
-        )
-        session.close()
-        _report(shared, report)
-    except BaseException:
-        shared.results.put(_failure("consumer", role.index))
+    def on_message(_session_id: str, payload: str) -> None:
+        now = time.monotonic_ns()
+        intended, warm = parse_stamp(payload)
+        with lock:
+            if role.mark_first and not shared.marks[REDELIVERED_AT]:
+                shared.marks[REDELIVERED_AT] = now
+            if not warm:
+                record_ns(e2e, now - intended)
+                span["first"] = span["first"] or now
+                span["last"] = now
+                span["measured"] += 1
+            shared.counters[role.index] += 1
+
+    session.on_delivered = on_delivered
+    shared.results.put({"role": "ready", "index": role.index})
+    if role.wait_for_drain:
+        shared.wait(DRAIN)
+    stop = threading.Event()
+    threading.Thread(target=_relay, args=(shared, stop), daemon=True).start()
+    session.consume(list(role.sessions), on_message, stop)
+    report.update(
+        processed=int(shared.counters[role.index]),
+        measured=span["measured"],
+        first_ns=span["first"],
+        last_ns=span["last"],
+        e2e=e2e.encode(),
+        delivered=delivered.encode(),
+    )
+    session.close()
+    return report
 
 
 def _relay(shared: Shared, stop: threading.Event) -> None:
