@@ -20,16 +20,18 @@ __all__ = ["LiveProgress"]
 
 
 class LiveProgress:
-    """``line(description)`` opens a progress line and returns its tick; ``log`` prints above."""
+    """``line(description)`` opens a progress line and returns its tick; ``log`` prints above.
+    ``quiet`` hides the progress lines and keeps the log."""
 
     def __init__(self, *, quiet: bool = False) -> None:
-        self.console = Console(stderr=True, quiet=quiet)
+        self.console = Console(stderr=True)
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=self.console,
+            disable=quiet,
         )
         self.prefix = ""
         self._current: TaskID | None = None
@@ -46,7 +48,7 @@ class LiveProgress:
         return tick
 
     def log(self, text: str) -> None:
-        self.progress.console.print(text, highlight=False, markup=False)
+        self.console.print(text, highlight=False, markup=False)
 
     def __enter__(self) -> Self:
         self.progress.start()
