@@ -177,3 +177,17 @@ def test_drain_on_a_throwaway_redis(tmp_path: Path) -> None:
     assert doc["durability"]["appendfsync"] == "always"
     assert doc["server"]["owned"] is True
     assert doc["summary"]["obsqueue"]["figures"]["server_bytes_per_pending"] > 0
+
+
+def test_durability_sweep_runs_each_sqlite_level_and_joins_conformance(tmp_path: Path) -> None:
+    (tmp_path / "small.toml").write_text(SMALL)
+    options = ["-q", "-w", str(tmp_path / "small.toml"), "--durability-sweep"]
+    assert main(["bench", *options, "--results", str(tmp_path), "sqlite://"]) == 0
+    sweep = read_results(tmp_path / "bench-durability-sqlite-small.json", "benchmark-durability")
+    points = sweep["points"]
+    assert [p["setting"]["synchronous"] for p in points] == ["OFF", "NORMAL", "FULL"]
+    for point in points:  # the level reached the engine: its live settings say so
+        assert point["durability"]["synchronous"] == point["setting"]["synchronous"]
+        assert point["figures"]["drained_per_s"] > 0
+        assert point["conformance"]["source"] is None  # no conformance run in tmp_path
+    assert (tmp_path / "bench-sqlite-sync-off-small.json").exists()

@@ -100,7 +100,7 @@ def write_sweep(results_dir: Path, docs: list[dict[str, Any]], configs: list[Con
                 "conformance": conformance_join(results_dir, doc["engine"], config.setting),
             }
         )
-    first = docs[0]
-    name = f"bench-durability-{first['engine']}-{first['workload']}.json"
-    body = {"engine": first["engine"], "workload": first["workload"], "points": points}
+    engine = docs[0]["engine"].removesuffix(configs[0].suffix)
+    name = f"bench-durability-{engine}-{docs[0]['workload']}.json"
+    body = {"engine": engine, "workload": docs[0]["workload"], "points": points}
     return write_results(results_dir / name, "benchmark-durability", body)
