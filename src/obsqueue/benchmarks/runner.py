@@ -19,7 +19,7 @@ from typing import Any
 
 from obsqueue.benchmarks.document import build_document, write_document
 from obsqueue.benchmarks.durability import Config
-from obsqueue.benchmarks.engine_target import EngineTarget
+from obsqueue.benchmarks.engine_target import EngineTarget, engine_guarantees
 from obsqueue.benchmarks.lineup import lineup
 from obsqueue.benchmarks.progress import LiveProgress
 from obsqueue.benchmarks.rounds import RoundsResult, entrant, run_rounds
@@ -98,7 +98,8 @@ def _measured(
         described[target.name] = _describe(target)
     rounds = RoundsResult()
     try:
-        rounds = run_rounds([entrant(engine, []), *found.entrants], workload, live.line)
+        weaker = engine_guarantees(resolved.url).weaker_than_obsqueue()
+        rounds = run_rounds([entrant(engine, weaker), *found.entrants], workload, live.line)
     finally:
         for target in [engine, *found.targets]:
             if problem := _cleanup(target):
