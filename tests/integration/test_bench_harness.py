@@ -191,3 +191,22 @@ def test_durability_sweep_runs_each_sqlite_level_and_joins_conformance(tmp_path:
         assert point["figures"]["drained_per_s"] > 0
         assert point["conformance"]["source"] is None  # no conformance run in tmp_path
     assert (tmp_path / "bench-sqlite-sync-off-small.json").exists()
+
+
+@pytest.mark.parametrize(("p99_target_ms", "holds"), [(5.0, False), (500.0, True)])
+def test_the_rate_search_finds_a_rate_only_when_the_target_can_hold(
+    tmp_path: Path, p99_target_ms: float, holds: bool
+) -> None:
+    from obsqueue.benchmarks.measure import measure
+
+    latency = load_workload("latency")
+    workload = _small(
+        tmp_path,
+        measure="latency",
+        arrival=dataclasses.replace(latency.arrival, duration_s=1.0),
+        latency={"fractions": [0.2], "p99_target_ms": p99_target_ms, "search_steps": 1},
+    )
+    outcome = measure(DelayTarget("delay", options={"delay_ms": 10.0}), workload, _lines("", 0))
+    assert ("rate_at_p99_target_per_s" in outcome.figures) is holds
+    assert [p["sweep"] for p in outcome.points] == ["offered_fraction", "search_fraction"]
+    assert outcome.figures["e2e_p50_ms"] == pytest.approx(10.0, abs=1.5)

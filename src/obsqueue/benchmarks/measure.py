@@ -2,7 +2,10 @@
 
 * ``throughput``: one ``run_traffic`` in the workload's arrival mode;
 * ``latency``: the closed-loop maximum of the shape, then open-loop runs at each fraction of it
-  (``[latency] fractions``); the figures are those at ``report_fraction``, every rate a point;
+  (``[latency] fractions``); the figures are those at ``report_fraction``, every rate a point.
+  With ``p99_target_ms``, a bisection over the rate (``search_steps`` runs between 0 and the
+  maximum) finds the highest offered rate whose end-to-end p99 holds the target
+  (``rate_at_p99_target_per_s``; absent when even the lowest tried rate misses it);
 * ``idle`` / ``recovery``: ``probes.py``;
 * ``scaling``: one run per value of each sweep (sessions and consumers closed loop, depth
   preloaded), each a point.
@@ -69,7 +72,31 @@ def _latency(target: WorkloadTarget, workload: Workload, tick: Tick) -> Outcome:
             outcome.figures, outcome.histograms = dict(run.figures), run.histograms
     outcome.figures["max_drained_per_s"] = peak
     outcome.figures["offered_per_s"] = round(peak * report, 1)
+    if "p99_target_ms" in workload.latency:
+        _search(target, workload, peak, outcome, tick)
     return outcome
+
+
+def _search(
+    target: WorkloadTarget, workload: Workload, peak: float, outcome: Outcome, tick: Tick
+) -> None:
+    """Bisect the offered rate for the highest one whose e2e p99 holds ``p99_target_ms``."""
+    goal = float(workload.latency["p99_target_ms"])
+    low, high, best = 0.0, 1.0, None
+    for _ in range(int(workload.latency.get("search_steps", 4))):
+        fraction = (low + high) / 2
+        target.prepare()
+        run = run_traffic(target, workload, rate_per_s=peak * fraction, tick=tick)
+        p99 = run.figures.get("e2e_p99_ms")
+        held = p99 is not None and p99 <= goal
+        point = _point("search_fraction", fraction, target, run)
+        outcome.points.append(point | {"offered_per_s": round(peak * fraction, 1)})
+        if held:
+            low, best = fraction, peak * fraction
+        else:
+            high = fraction
+    if best is not None:
+        outcome.figures["rate_at_p99_target_per_s"] = round(best, 1)
 
 
 def _scaling(target: WorkloadTarget, workload: Workload, tick: Tick) -> Outcome:

@@ -68,7 +68,7 @@ def check_delay(profile: str, live: LiveProgress) -> dict[str, Any]:
     rounds = run_rounds([entrant(target, [])], workload, live.line)
     by_fraction: dict[float, list[float]] = {}
     for point in rounds.points:
-        if "e2e_p50_ms" in point:
+        if point["sweep"] == "offered_fraction" and "e2e_p50_ms" in point:
             by_fraction.setdefault(point["value"], []).append(point["e2e_p50_ms"])
     lowest = min(by_fraction, default=None)
     p50 = None if lowest is None else statistics.median(by_fraction[lowest])

@@ -185,7 +185,12 @@ KEYS: dict[str | None, dict[str, Check]] = {
         "burst_max": _int(1),
         "pause_ms": _num(0),
     },
-    "latency": {"fractions": _list(_FRACTION), "report_fraction": _FRACTION},
+    "latency": {
+        "fractions": _list(_FRACTION),
+        "report_fraction": _FRACTION,
+        "p99_target_ms": _num(0, strict=True),
+        "search_steps": _int(1, 20),
+    },
     "idle": {"gaps_s": _list(_num(0, strict=True)), "samples": _int(1, 1000)},
     "recovery": {"lease_s": _num(0, strict=True), "samples": _int(1, 100)},
     "scaling": {
