@@ -140,6 +140,7 @@ def _line(document: dict[str, Any], path: Path) -> str:
     summary = document["summary"].get("obsqueue", {})
     figures = summary.get("figures", {})
     shown = ", ".join(f"{k}={v:g}" for k, v in figures.items() if k in SHOWN)
+    shown = shown or f"{len(document['points'])} points"
     ratio = summary.get("ratio_to_ceiling")
     tail = f" ({ratio['median']:.2f}x the ceiling)" if ratio else ""
     return f"{engine}: {shown}{tail} -> {path}"
