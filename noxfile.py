@@ -6,6 +6,8 @@ nox -s tests         lint, then the project's own tests (unit, integration, acce
 nox -s lint          ruff (lint + format check), mypy --strict on src/, and the layering
                      (import-linter contracts in pyproject.toml, docs/design.md)
 nox -s microbench    per-operation costs (pytest-benchmark) of each engine, results JSON
+nox -s bench         quick `sessions` on every engine + the harness self-checks
+nox -s bench-full    every workload at the full profile, the durability sweep, the self-checks
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
-DEV = ["ruff==0.17.6", "mypy==2.4.1", "types-redis", "import-linter==2.17"]
+DEV = [
+    "ruff==0.17.6",
+    "mypy==2.4.1",
+    "types-redis",
+    "types-jsonschema",
+    "types-psutil",
+    "import-linter==2.17",
+]
 
 #: Every engine this project ships; a URL without a host gets a throwaway server.
 ENGINES = [
@@ -99,11 +108,35 @@ def conformance(session: nox.Session) -> None:
     session.run("obsqueue", "conformance", *(session.posargs or ENGINES))
 
 
+#: ``nox -s bench``: the quick profile of these workloads, on every engine, in < 10 minutes.
+QUICK_WORKLOADS = ["sessions"]
+#: ``nox -s bench-full``: every shipped workload at the full profile.
+FULL_WORKLOADS = ["sessions", "drain", "latency", "idle", "recovery", "scaling"]
+#: The durability sweep's engines: one per backend with durability settings.
+SWEEP_ENGINES = ["sqlite://", "postgresql://", "redis://"]
+
+
+def _workloads(names: list[str]) -> list[str]:
+    return [arg for name in names for arg in ("--workload", name)]
+
+
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """The drain benchmark on the given engine URLs (default: every engine), beside raw loops."""
+    """Quick benchmarks on the given engine URLs (default: every engine), then the self-checks."""
     install(session)
-    session.run("obsqueue", "bench", "drain", *(session.posargs or ENGINES))
+    urls = session.posargs or ENGINES
+    session.run("obsqueue", "bench", *_workloads(QUICK_WORKLOADS), "--self-check", *urls)
+
+
+@nox.session(name="bench-full", python=PYTHON)
+def bench_full(session: nox.Session) -> None:
+    """Every workload at the full profile, the durability sweep and the self-checks."""
+    install(session)
+    urls = session.posargs or ENGINES
+    full = ["--profile", "full"]
+    session.run("obsqueue", "bench", *full, *_workloads(FULL_WORKLOADS), "--self-check", *urls)
+    sweep = session.posargs or SWEEP_ENGINES
+    session.run("obsqueue", "bench", *full, "--durability-sweep", "--workload", "sessions", *sweep)
 
 
 @nox.session(python=PYTHON)

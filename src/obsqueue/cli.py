@@ -79,51 +79,18 @@ def _parser() -> argparse.ArgumentParser:
     conf.add_argument(
         "-q", "--quiet", action="store_true", help="one character per test instead of one line"
     )
-    bench = commands.add_parser(
-        "bench",
-        help="run a benchmark workload on engine URLs and write results JSON",
-        description="Run a benchmark workload on each engine URL, beside the raw backend doing "
-        "the same work in the same run, and write reports/results/bench-<engine>-<workload>.json. "
-        "Workloads: drain (one session preloaded with --messages messages, drained by one "
-        "consumer: enqueue/s, drained/s, service-time percentiles).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    bench.add_argument("workload", choices=["drain"], help="the workload to run")
-    bench.add_argument("urls", nargs="+", metavar="URL", help="engine URLs (see below)")
-    bench.add_argument(
-        "--messages", type=int, default=2000, help="messages per run (default: %(default)s)"
-    )
-    bench.add_argument(
-        "--payload-bytes", type=int, default=256, help="payload size (default: %(default)s)"
-    )
-    bench.add_argument(
-        "--results",
-        type=Path,
-        default=Path("reports/results"),
-        help="directory for results JSON (default: %(default)s)",
-    )
+    from obsqueue.benchmarks.cli import add_parser as add_bench_parser
+
+    add_bench_parser(commands, EPILOG)
     reporting_cli.add_parsers(commands)
     return parser
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from obsqueue.benchmarks.drain import DrainWorkload
-    from obsqueue.benchmarks.runner import run_drain_benchmarks
-    from obsqueue.servers import ENV_VARS, SOURCES_VAR
+    from obsqueue.benchmarks.cli import run
 
     validate_engine_urls(args.urls)
-    workload = DrainWorkload(messages=args.messages, payload_bytes=args.payload_bytes)
-    names = (*ENV_VARS.values(), SOURCES_VAR)
-    env_urls = {var: os.environ[var] for var in names if os.environ.get(var)}
-    run_drain_benchmarks(
-        args.urls,
-        workload,
-        args.results,
-        env_urls=env_urls,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
-    )
-    return 0
+    return run(args)
 
 
 def cmd_engines() -> int:

@@ -17,6 +17,7 @@ from typing import Any, Final
 __all__ = [
     "OUTCOMES",
     "SCHEMA_VERSION",
+    "SCHEMA_VERSIONS",
     "ResultsFormatError",
     "conformance_path",
     "environment",
@@ -26,6 +27,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION: Final = 1
+#: The schema version of each kind that differs from ``SCHEMA_VERSION`` (benchmark results are
+#: version 2: rounds, summary, histograms; see ``benchmarks/schema/bench-result-v2.json``).
+SCHEMA_VERSIONS: Final = {"benchmark": 2}
 
 #: Per property and engine (docs/properties.md, "Outcomes"), from best to worst news.
 OUTCOMES: Final = ("pass", "unsupported", "expected-fail", "unknown", "fail")
@@ -70,7 +74,7 @@ def _cpu_model() -> str | None:
 
 def write_results(path: Path, kind: str, body: dict[str, Any]) -> Path:
     """Write ``body`` as results of ``kind`` ("conformance", "benchmark"), atomically."""
-    document = {"schema_version": SCHEMA_VERSION, "kind": kind, **body}
+    document = {"schema_version": SCHEMA_VERSIONS.get(kind, SCHEMA_VERSION), "kind": kind, **body}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n", "utf-8")
@@ -84,11 +88,13 @@ def read_results(path: Path, kind: str | None = None) -> dict[str, Any]:
         document = json.loads(path.read_text("utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ResultsFormatError(f"{path}: not readable results JSON ({exc})") from exc
-    if not isinstance(document, dict) or document.get("schema_version") != SCHEMA_VERSION:
+    found_kind = document.get("kind") if isinstance(document, dict) else None
+    expected = SCHEMA_VERSIONS.get(str(kind or found_kind), SCHEMA_VERSION)
+    if not isinstance(document, dict) or document.get("schema_version") != expected:
         found = document.get("schema_version") if isinstance(document, dict) else None
         raise ResultsFormatError(
             f"{path}: schema_version {found!r}"
-            f" is not {SCHEMA_VERSION}; regenerate it with this obsqueue version"
+            f" is not {expected}; regenerate it with this obsqueue version"
         )
     if kind is not None and document.get("kind") != kind:
         raise ResultsFormatError(f"{path}: kind {document.get('kind')!r}, expected {kind!r}")

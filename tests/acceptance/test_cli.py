@@ -117,22 +117,40 @@ def test_conformance_writes_results_and_prints_the_matrix(tmp_path: Path) -> Non
     assert not (tmp_path / "reports").exists() or (tmp_path / "results").exists()
 
 
+DRAIN_300 = """
+name = "drain300"
+measure = "throughput"
+messages_per_session = 300
+rounds = 1
+[arrival]
+mode = "preload"
+"""
+
+
 @pytest.mark.acceptance
-def test_bench_drain_shows_progress_and_writes_results(tmp_path: Path) -> None:
-    """`obsqueue bench drain sqlite://` reports progress on stderr and writes its JSON."""
+def test_bench_shows_progress_and_writes_results(tmp_path: Path) -> None:
+    """`obsqueue bench --workload FILE sqlite://` reports on stderr and writes its JSON."""
+    (tmp_path / "drain300.toml").write_text(DRAIN_300)
     out = obsqueue(
-        "bench", "drain", "sqlite://", "--messages", "300", "--results", "res", cwd=tmp_path
+        "bench", "--workload", "drain300.toml", "sqlite://", "--results", "res", cwd=tmp_path
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "drained 300/300" in out.stderr
-    assert "x the raw reference" in out.stderr
-    doc = read_results(tmp_path / "res" / "bench-sqlite-drain.json", "benchmark")
-    assert doc["workload"]["messages"] == 300
-    assert doc["figures"]["drained_per_s"] > 0
+    assert "drained_per_s=" in out.stderr
+    assert "x the ceiling" in out.stderr
+    doc = read_results(tmp_path / "res" / "bench-sqlite-drain300.json", "benchmark")
+    assert doc["workload_spec"]["messages_per_session"] == 300
+    assert doc["summary"]["obsqueue"]["figures"]["drained_per_s"] > 0
 
 
-def test_bench_refuses_a_bad_message_count(tmp_path: Path) -> None:
-    out = obsqueue("bench", "drain", "memory://", "--messages", "0", cwd=tmp_path)
+def test_bench_refuses_a_bad_workload_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text(DRAIN_300.replace("= 300", "= 0"))
+    out = obsqueue("bench", "--workload", "bad.toml", "sqlite://", cwd=tmp_path)
     assert out.returncode == 2
-    assert "messages" in out.stderr
+    assert "bad.toml: messages_per_session: must be >= 1" in out.stderr
     assert not (tmp_path / "reports").exists()
+
+
+def test_bench_points_the_old_positional_workload_to_the_option(tmp_path: Path) -> None:
+    out = obsqueue("bench", "drain", "sqlite://", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "--workload drain" in out.stderr

@@ -8,7 +8,11 @@ the same way over all of them and their figures share a round.
 The payload the harness hands to ``enqueue`` is JSON text that carries the harness's own stamps
 (intended send time, sequence number); a target stores and returns it byte for byte and never
 parses it. ``consume`` calls ``on_message(session_id, payload)`` once per message *after* the
-message is acknowledged in the target's own way — that instant is the "processed" stage.
+message is acknowledged in the target's own way — that instant is the "processed" stage. A target
+that can tell when a message is handed to its consumer (before the ack) calls
+``self.delivered(payload)`` then: that is the "delivered" stage, and the hook the ``recovery``
+workload uses to SIGKILL a consumer that holds a message. Targets that do not call it simply
+have no "delivered" figures.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-__all__ = ["Guarantees", "OnMessage", "TargetSession", "WorkloadTarget"]
+__all__ = ["Guarantees", "OnDelivered", "OnMessage", "TargetSession", "WorkloadTarget"]
 
 #: Called by a consumer once per acknowledged message: ``(session_id, payload_text)``.
 OnMessage = Callable[[str, str], None]
+#: Set by the harness on a session; called with the payload text when a message is delivered.
+OnDelivered = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,14 @@ class Guarantees:
 
 class TargetSession(abc.ABC):
     """One process's open connection to a target."""
+
+    #: The harness sets this before ``consume``; targets call ``delivered`` rather than it.
+    on_delivered: OnDelivered | None = None
+
+    def delivered(self, payload: str) -> None:
+        """Report that ``payload`` was handed to this consumer and is not yet acknowledged."""
+        if self.on_delivered is not None:
+            self.on_delivered(payload)
 
     @abc.abstractmethod
     def enqueue(self, session_id: str, payload: str, dedupe_key: str | None = None) -> None:
