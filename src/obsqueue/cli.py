@@ -87,8 +87,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from obsqueue.benchmarks.cli import run
+    from obsqueue.benchmarks.cli import refuse_workload_names, run
 
+    refuse_workload_names(args.urls)
     validate_engine_urls(args.urls)
     return run(args)
 

@@ -68,6 +68,13 @@ def add_parser(subparsers: Any, epilog: str = "") -> argparse.ArgumentParser:
     return parser
 
 
+def refuse_workload_names(urls: list[str]) -> None:
+    """``obsqueue bench drain sqlite://`` (the old positional workload) points to ``--workload``."""
+    for url in urls:
+        if "://" not in url and url in shipped_workloads():
+            raise WorkloadError(url, "URL", f"a workload, not an engine URL: use --workload {url}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run what ``args`` asks for; returns the exit status."""
     from obsqueue.benchmarks.durability import Config, configs_for, write_sweep
@@ -80,9 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.urls and not args.self_check:
         raise InvalidMessageError("URL", "give at least one engine URL (or --self-check)")
+    refuse_workload_names(args.urls)
     for url in args.urls:
-        if "://" not in url and url in shipped_workloads():
-            raise WorkloadError(url, "URL", f"a workload, not an engine URL: use --workload {url}")
         engine_class(url)  # an unknown scheme or a missing driver is refused before anything runs
     workloads = [load_workload(w, args.profile) for w in (args.workload or ["sessions"])]
     if args.rounds is not None:
