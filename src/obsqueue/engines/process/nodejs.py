@@ -1,0 +1,77 @@
+"""The engines shipped in ``node/`` (a checkout's top level), run over the process protocol.
+
+* ``exec+bullmq-node+redis://`` — BullMQ on Node (``node/engines/bullmq.js``);
+* ``exec+bee-queue+redis://`` — Bee-Queue (``node/engines/bee-queue.js``);
+* ``exec+example://`` — the smallest example engine, in memory (``node/engines/example.js``).
+
+They need Node.js >= 18 on ``PATH`` and ``npm ci`` run in ``node/`` (the noxfile's ``install``
+does it where Node.js is present). Without them, importing this module — which the registry does
+when one of these schemes is opened — raises ``EngineUnavailableError`` saying what to install,
+as a missing Python driver does; ``obsqueue engines`` shows the reason. Each engine's docstring
+lists the glue its program adds to the library; the program's header comment says how.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import ClassVar
+
+from obsqueue.engines.base import Capability
+from obsqueue.engines.process.engine import ProcessEngine, Program
+from obsqueue.errors import EngineUnavailableError
+
+__all__ = ["BeeQueueEngine", "BullMqNodeEngine", "ExampleNodeEngine", "NODE_DIR"]
+
+#: ``node/`` at the top of the checkout this package was installed from (``pip install -e``).
+NODE_DIR = Path(__file__).resolve().parents[4] / "node"
+
+
+def _node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        raise EngineUnavailableError(
+            "the Node engines need Node.js >= 18 on PATH (node was not found): install it, "
+            f"then run `npm ci` in {NODE_DIR}"
+        )
+    if not (NODE_DIR / "package-lock.json").is_file():
+        raise EngineUnavailableError(
+            f"the Node engines run from a checkout of obsqueue: {NODE_DIR} has no "
+            "package-lock.json; install obsqueue with `pip install -e .` from a clone"
+        )
+    if not (NODE_DIR / "node_modules").is_dir():
+        raise EngineUnavailableError(
+            f"the Node engines' libraries are not installed: run `npm ci` in {NODE_DIR}"
+        )
+    return node
+
+
+NODE = _node()  # at import, like a missing driver: the registry reports it as unavailable
+
+_ALL_BUT_DURABILITY = frozenset(Capability) - {
+    Capability.MULTI_PROCESS,
+    Capability.DURABLE_ENQUEUE,
+    Capability.SERVER_CRASH_DURABLE,
+    Capability.DURABLE_PROCESSING,
+}
+
+
+class _NodeEngine(ProcessEngine):
+    """An engine program in ``node/engines/<script>``, run with the ``node`` found on PATH."""
+
+    script: ClassVar[str] = ""
+
+    def program(self) -> Program:
+        return Program((NODE, str(NODE_DIR / "engines" / self.script)), cwd=str(NODE_DIR))
+
+
+class ExampleNodeEngine(_NodeEngine):
+    """``exec+example://`` — the smallest engine over the protocol: one Map in the program.
+
+    It cannot be shared by processes nor survive one: like ``memory://`` it declares neither
+    ``multi_process`` nor durability. No glue: it is the whole engine.
+    """
+
+    scheme: ClassVar[str] = "exec+example"
+    script: ClassVar[str] = "example.js"
+    capabilities: ClassVar[frozenset[Capability]] = _ALL_BUT_DURABILITY
