@@ -75,3 +75,31 @@ class ExampleNodeEngine(_NodeEngine):
     scheme: ClassVar[str] = "exec+example"
     script: ClassVar[str] = "example.js"
     capabilities: ClassVar[frozenset[Capability]] = _ALL_BUT_DURABILITY
+
+
+class BullMqNodeEngine(_NodeEngine):
+    """``exec+bullmq-node+redis://`` — BullMQ on Node: a queue per session, global concurrency 1,
+    jobs claimed with BullMQ's manual job-fetching API (``Worker.getNextJob``) under BullMQ's lock
+    token, acknowledged with ``moveToCompleted``/``moveToFailed``, stalls found by BullMQ's
+    stalled checker (``lockDuration`` = lease, ``stalledInterval`` 500 ms, ``maxStalledCount`` =
+    max_attempts - 1), dedupe by BullMQ's ``deduplication`` option, wakeup from ``QueueEvents``.
+
+    Glue: message ids and fencing tokens from two INCR counters (passed as BullMQ's jobId and lock
+    token); a set of session ids (for total depth, reset and the oracle); session id -> queue
+    name (base64url); reset_processing reads each active job's lock key to hand BullMQ's
+    ``moveToWait`` its token; the oracle reads BullMQ's keys raw. Durability is the Redis
+    server's (AOF settings in ``describe()``).
+    """
+
+    scheme: ClassVar[str] = "exec+bullmq-node+redis"
+    script: ClassVar[str] = "bullmq.js"
+    server_kind: ClassVar[str | None] = "redis"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
+    glue: ClassVar[tuple[str, ...]] = (
+        "message ids from INCR {prefix}:obsq:ids, passed as BullMQ's jobId m<id>",
+        "fencing tokens from INCR {prefix}:obsq:tokens, passed as BullMQ's lock token",
+        "a set of session ids, for total depth, reset and the oracle",
+        "session id -> queue name (base64url; BullMQ queue names may not hold ':')",
+        "reset_processing reads each active job's lock key for job.moveToWait(token)",
+        "inspect_raw reads BullMQ's keys with raw commands",
+    )
