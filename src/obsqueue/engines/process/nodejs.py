@@ -103,3 +103,41 @@ class BullMqNodeEngine(_NodeEngine):
         "reset_processing reads each active job's lock key for job.moveToWait(token)",
         "inspect_raw reads BullMQ's keys with raw commands",
     )
+
+
+class BeeQueueEngine(_NodeEngine):
+    """``exec+bee-queue+redis://`` — Bee-Queue on Node: a queue per session, jobs saved with
+    retries and backoff, consumed with ``queue.process(1, handler)`` whose handler parks each job
+    until ``claim_next`` takes it; stalls found by Bee-Queue's heartbeat and
+    ``checkStalledJobs`` (``stallInterval`` = the engine's ``lease_s``).
+
+    Not declared, because Bee-Queue cannot hold them: ``exclusive_session`` (concurrency is per
+    process, not per queue), ``fencing`` (finishing a job takes no token), ``dedupe`` (only by
+    custom job ids, which would replace the contract's integer ids) and ``startup_recovery``
+    (no call returns a live job to waiting: ``reset_processing`` runs the stalled-job check).
+
+    Glue: message ids from INCR (the custom job id), a delivery count per job, a set of session
+    ids, session id -> queue name, a fencing token per delivery checked only in this program,
+    retries set to 0 for ``mark_failed(retry=False)``, and the raw-key oracle.
+    """
+
+    scheme: ClassVar[str] = "exec+bee-queue+redis"
+    script: ClassVar[str] = "bee-queue.js"
+    server_kind: ClassVar[str | None] = "redis"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability) - {
+        Capability.EXCLUSIVE_SESSION,
+        Capability.FENCING,
+        Capability.DEDUPE,
+        Capability.STARTUP_RECOVERY,
+    }
+    glue: ClassVar[tuple[str, ...]] = (
+        "message ids from INCR {prefix}:obsq:ids, passed as the custom job id",
+        "a delivery count per job in {prefix}:obsq:attempts (Bee-Queue counts retries left only)",
+        "a set of session ids, for total depth, reset and the oracle",
+        "session id -> queue name (base64url)",
+        "a fencing token per delivery, checked only in the program that delivered it",
+        "mark_failed(retry=False) sets the job's retries to 0 before failing it",
+        "a parked-job handoff: process(1, handler) parks each job until claim_next takes it; "
+        "claim_next waits up to 1 s for the push when jobs are waiting",
+        "inspect_raw reads Bee-Queue's keys with raw commands",
+    )
