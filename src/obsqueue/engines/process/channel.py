@@ -87,7 +87,7 @@ class Channel:
                 f"{name}: cannot start the engine program {list(command)!r}: {exc}"
             ) from exc
         self._reader = self._thread(self._read_answers, self.process.stdout, "answers")
-        self._thread(self._read_stderr, self.process.stderr, "stderr")
+        self._stderr_reader = self._thread(self._read_stderr, self.process.stderr, "stderr")
 
     def _thread(self, target: Callable[[Any], None], stream: object, what: str) -> threading.Thread:
         thread = threading.Thread(
@@ -217,7 +217,13 @@ class Channel:
             self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()
-        self._reader.join(timeout=timeout_s)
+        for reader, stream in (
+            (self._reader, self.process.stdout),
+            (self._stderr_reader, self.process.stderr),
+        ):
+            reader.join(timeout=timeout_s)
+            if stream is not None and not reader.is_alive():
+                stream.close()
 
     def kill(self) -> None:
         if self.process.poll() is None:
