@@ -24,8 +24,11 @@ const { Queue, Worker, QueueEvents, Job, UnrecoverableError } = require('bullmq'
 const { serve, stale, waiter } = require('../lib/protocol');
 const { connect, backend, serverDurability, unlinkMatching, versionOf } = require('../lib/redis');
 
+// Not 'dedupe': BullMQ deduplicates within one queue, and the contract's key
+// (content_session_id, tool_use_id) spans sessions, so across two sessions' queues it does not
+// hold. The deduplication option is still used: within a session it holds.
 const CAPABILITIES = [
-  'fifo', 'exclusive_session', 'dedupe', 'multi_process', 'durable_enqueue',
+  'fifo', 'exclusive_session', 'multi_process', 'durable_enqueue',
   'server_crash_durable', 'durable_processing', 'startup_recovery', 'stall_recovery', 'fencing',
   'fast_wakeup', 'fidelity', 'depth', 'clear', 'stop_and_idle', 'input_validation',
   'bounded_retries', 'close',
@@ -134,7 +137,7 @@ async function createEngine(url, options) {
 
   async function rawOf(s, jobId, status) {
     const key = `${prefix}:${s.queue.name}:${jobId}`;
-    const [hash, lock, pttl] = await client.multi().hgetall(key).get(`${key}:lock`).pttl(`${key}:lock`).exec();
+    const [hash, lock, expires] = await client.multi().hgetall(key).get(`${key}:lock`).call('PEXPIRETIME', `${key}:lock`).exec();
     const h = hash[1];
     if (!h || !h.data) return null;
     const d = JSON.parse(h.data);
@@ -144,7 +147,7 @@ async function createEngine(url, options) {
       kind: d.kind, tool_use_id: d.tool_use_id, payload_json: d.payload_json,
       original_timestamp: d.original_timestamp, status, attempt: Number(h.ats || 0),
       claim_token: status === 'processing' ? token : null,
-      lease_expires_at_ms: status === 'processing' && token !== null ? Date.now() + Number(pttl[1]) : null,
+      lease_expires_at_ms: status === 'processing' && token !== null ? Number(expires[1]) : null,
       last_error: h.failedReason || null,
     };
   }
@@ -154,8 +157,8 @@ async function createEngine(url, options) {
 
     enqueue: (m) => backend('enqueue', async () => {
       const s = await session(m.session_id);
-      await client.sadd(glue('sessions'), m.session_id);
-      const id = jobIdOf(await client.incr(glue('ids')));
+      const [, [, n]] = await client.multi().sadd(glue('sessions'), m.session_id).incr(glue('ids')).exec();
+      const id = jobIdOf(n);
       const opts = {
         jobId: id,
         attempts: options.max_attempts,
@@ -172,9 +175,17 @@ async function createEngine(url, options) {
     claimNext: ({ session_id, consumer_id, lease_ms }) => backend('claim_next', async () => {
       const s = await session(session_id);
       s.seen = s.seq;
-      const token = String(await client.incr(glue('tokens')));
-      const job = await worker(s).getNextJob(token, { block: false });
-      if (!job) return null;
+      const w = worker(s);
+      let token, job;
+      for (;;) {
+        token = String(await client.incr(glue('tokens')));
+        job = await w.getNextJob(token, { block: false });
+        if (!job) return null;
+        // as BullMQ's own processing loop does: a job that stalled more than maxStalledCount
+        // times comes back with a deferred failure, applied when it is next fetched
+        if (!job.deferredFailure) break;
+        await job.moveToFailed(new UnrecoverableError(job.deferredFailure), token, false);
+      }
       const leaseExpiresAtMs = Date.now() + lease_ms;
       if (lease_ms !== options.lease_ms) await job.extendLock(token, lease_ms);
       jobs.set(messageIdOf(job.id), job);

@@ -89,12 +89,16 @@ class BullMqNodeEngine(_NodeEngine):
     name (base64url); reset_processing reads each active job's lock key to hand BullMQ's
     ``moveToWait`` its token; the oracle reads BullMQ's keys raw. Durability is the Redis
     server's (AOF settings in ``describe()``).
+
+    Not declared: ``dedupe``. BullMQ deduplicates within one queue; the contract's key
+    ``(content_session_id, tool_use_id)`` spans sessions, so with a queue per session it does not
+    hold across sessions (the option is still used, and holds within a session).
     """
 
     scheme: ClassVar[str] = "exec+bullmq-node+redis"
     script: ClassVar[str] = "bullmq.js"
     server_kind: ClassVar[str | None] = "redis"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability) - {Capability.DEDUPE}
     glue: ClassVar[tuple[str, ...]] = (
         "message ids from INCR {prefix}:obsq:ids, passed as BullMQ's jobId m<id>",
         "fencing tokens from INCR {prefix}:obsq:tokens, passed as BullMQ's lock token",
