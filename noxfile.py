@@ -7,6 +7,9 @@ nox -s lint          ruff (lint + format check) and mypy --strict on src/
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "tests"]
@@ -33,10 +36,25 @@ ENGINES = [
     "huey+sqlite://",
 ]
 
+#: Engines in node/, over the process protocol (docs/process-protocol.md); they need Node.js.
+NODE_ENGINES = ["exec+bullmq-node+redis://", "exec+bee-queue+redis://", "exec+example://"]
+NODE_DIR = Path(__file__).parent / "node"
+
 
 def install(session: nox.Session, *extra: str) -> None:
-    """The package with every engine's driver, plus ``extra`` tools."""
+    """The package with every engine's driver, plus ``extra`` tools; and, where Node.js is
+    present, the Node engines' libraries (``npm ci`` in node/, from its lock file)."""
     session.install("-e", ".[all]", *extra)
+    if shutil.which("npm") is None:
+        session.warn("Node.js/npm not found: the Node engines in node/ are unavailable here")
+        return
+    with session.chdir(NODE_DIR):
+        session.run("npm", "ci", "--no-audit", "--no-fund", external=True, silent=True)
+
+
+def engines() -> list[str]:
+    """Every engine to run by default: the Python ones, and the Node ones where Node.js is."""
+    return ENGINES + NODE_ENGINES if shutil.which("node") else ENGINES
 
 
 @nox.session(python=PYTHON)
@@ -58,11 +76,11 @@ def conformance(session: nox.Session) -> None:
     """Run the suite on the given engine URLs (default: every engine) and write results."""
     install(session)
     session.run("obsqueue", "engines")
-    session.run("obsqueue", "conformance", *(session.posargs or ENGINES))
+    session.run("obsqueue", "conformance", *(session.posargs or engines()))
 
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """The drain benchmark on the given engine URLs (default: every engine), beside raw loops."""
     install(session)
-    session.run("obsqueue", "bench", "drain", *(session.posargs or ENGINES))
+    session.run("obsqueue", "bench", "drain", *(session.posargs or engines()))

@@ -47,7 +47,8 @@ FAKE = textwrap.dedent(
         if op == "hello":
             protocol = 2 if mode == "version" else args["protocol"]
             caps = ["fifo", "dedupe"] if mode == "capabilities" else ["fifo"]
-            answer({"id": rid, "ok": {"protocol": protocol, "engine": "fake", "capabilities": caps}})
+            hello = {"protocol": protocol, "engine": "fake", "capabilities": caps}
+            answer({"id": rid, "ok": hello})
         elif op == "close":
             answer({"id": rid, "ok": None})
         elif op == "wait":
@@ -156,7 +157,7 @@ class TestMisbehaviour:
         engine = open_fake("die")
         err = _within(5, lambda: _enqueue(engine), EngineUnavailableError)
         assert "exited with code 3" in str(err)
-        _within(2, lambda: engine.get_total_queue_depth(), EngineUnavailableError)
+        _within(2, engine.get_total_queue_depth, EngineUnavailableError)
 
     def test_a_program_that_never_answers_times_out_with_unknown_outcome(
         self, open_fake: Any
@@ -166,9 +167,7 @@ class TestMisbehaviour:
         assert "outcome is unknown" in str(err)
         assert engine.get_pending_count("s1") == 7  # a slow call does not break the channel
 
-    def test_a_late_answer_is_dropped_and_the_next_call_gets_its_own(
-        self, open_fake: Any
-    ) -> None:
+    def test_a_late_answer_is_dropped_and_the_next_call_gets_its_own(self, open_fake: Any) -> None:
         engine = open_fake("late", call_timeout_s=0.5)
         _within(3, lambda: _enqueue(engine), EngineUnavailableError)
         time.sleep(1.5)  # the late answer to the enqueue arrives now

@@ -1,1 +1,1 @@
-"""Engines in other languages: programs that speak the process protocol (docs/process-protocol.md)."""
+"""Engines in other languages: programs speaking the process protocol (docs/process-protocol.md)."""

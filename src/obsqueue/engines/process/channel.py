@@ -16,6 +16,7 @@ killed by any means leaves nothing running. (``PR_SET_PDEATHSIG`` is not used: i
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import subprocess
 import threading
@@ -209,10 +210,8 @@ class Channel:
         with self._lock:
             stdin = self.process.stdin
             if stdin is not None and not stdin.closed:
-                try:
+                with contextlib.suppress(OSError):
                     stdin.close()
-                except OSError:
-                    pass
         try:
             self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -244,7 +243,9 @@ class Channel:
 def error_from_answer(error: object, name: str) -> ObsqueueError:
     """The contract error an ``error`` answer names (docs/process-protocol.md, "Errors")."""
     if not isinstance(error, dict):
-        return EngineUnavailableError(f"{name}: the engine program sent a malformed error: {error!r}")
+        return EngineUnavailableError(
+            f"{name}: the engine program sent a malformed error: {error!r}"
+        )
     kind, message = error.get("type"), str(error.get("message", ""))
     if kind == "InvalidMessageError":
         return InvalidMessageError(str(error.get("field") or "argument"), message)

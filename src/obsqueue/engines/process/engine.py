@@ -19,6 +19,7 @@ call with ``EngineUnavailableError``, outcome unknown; default 10 s) and ``start
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -79,7 +80,10 @@ class ProcessEngine(ObservationQueueEngine):
         **options: Any,
     ) -> None:
         super().__init__(url, **options)
-        for name, value in (("call_timeout_s", call_timeout_s), ("start_timeout_s", start_timeout_s)):
+        for name, value in (
+            ("call_timeout_s", call_timeout_s),
+            ("start_timeout_s", start_timeout_s),
+        ):
             _require_seconds(name, value)
         self.call_timeout_s = float(call_timeout_s)
         program = self.program()
@@ -267,10 +271,8 @@ class ProcessEngine(ObservationQueueEngine):
 
     def _close(self) -> None:
         if self._channel.alive:
-            try:
+            with contextlib.suppress(ObsqueueError):  # closing anyway: ended below
                 self._channel.call("close", {}, _CLOSE_WAIT_S)
-            except ObsqueueError:
-                pass  # closing anyway: the program is ended below
         self._channel.shutdown()
 
     # ---------------------------------------------------------------------- answers to objects
@@ -292,7 +294,7 @@ class ProcessEngine(ObservationQueueEngine):
                     _int(m["lease_expires_at_ms"]),
                     str(m.get("consumer_id") or ""),
                 ),
-                enqueued_at_ms=None if m.get("enqueued_at_ms") is None else _int(m["enqueued_at_ms"]),
+                enqueued_at_ms=_opt_int(m.get("enqueued_at_ms")),
             )
         except (AssertionError, KeyError, TypeError, ValueError):
             raise self._protocol_error("claim_next", m) from None
@@ -301,8 +303,6 @@ class ProcessEngine(ObservationQueueEngine):
         try:
             assert isinstance(m, dict)
             assert m["status"] in ("pending", "processing", "dead")
-            token = m.get("claim_token")
-            lease = m.get("lease_expires_at_ms")
             return RawMessage(
                 id=_int(m["id"]),
                 session_id=_str(m["session_id"]),
@@ -313,8 +313,8 @@ class ProcessEngine(ObservationQueueEngine):
                 original_timestamp=_int(m["original_timestamp"]),
                 status=m["status"],
                 attempt=_int(m["attempt"]),
-                claim_token=None if token is None else _int(token),
-                lease_expires_at_ms=None if lease is None else _int(lease),
+                claim_token=_opt_int(m.get("claim_token")),
+                lease_expires_at_ms=_opt_int(m.get("lease_expires_at_ms")),
                 last_error=_opt_str(m.get("last_error")),
             )
         except (AssertionError, KeyError, TypeError, ValueError):
@@ -337,6 +337,10 @@ def _int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an int, got {value!r}")
     return value
+
+
+def _opt_int(value: object) -> int | None:
+    return None if value is None else _int(value)
 
 
 def _str(value: object) -> str:
