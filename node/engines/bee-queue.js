@@ -34,7 +34,7 @@
 
 const Queue = require('bee-queue');
 const { serve, stale, waiter } = require('../lib/protocol');
-const { connect, backend, serverDurability, unlinkMatching, versionOf, withDeadline } = require('../lib/redis');
+const { connect, backend, lifecycle, serverDurability, versionOf, withDeadline } = require('../lib/redis');
 
 const HANDOFF_WAIT_MS = 1000;
 const CAPABILITIES = [
@@ -224,15 +224,7 @@ async function createEngine(url, options) {
       ...(await serverDurability(client)),
     })),
 
-    destroy: () => backend('destroy', async () => {
-      await closeSessions();
-      await unlinkMatching(client, `${prefix}:*`);
-    }, 30000),
-
-    async close() {
-      await closeSessions();
-      client.disconnect();
-    },
+    ...lifecycle(client, prefix, closeSessions),
   };
 
   async function closeSessions() {

@@ -22,7 +22,7 @@
 
 const { Queue, Worker, QueueEvents, Job, UnrecoverableError } = require('bullmq');
 const { serve, stale, waiter } = require('../lib/protocol');
-const { connect, backend, serverDurability, unlinkMatching, versionOf } = require('../lib/redis');
+const { connect, backend, lifecycle, serverDurability, versionOf } = require('../lib/redis');
 
 // Not 'dedupe': BullMQ deduplicates within one queue, and the contract's key
 // (content_session_id, tool_use_id) spans sessions, so across two sessions' queues it does not
@@ -275,15 +275,7 @@ async function createEngine(url, options) {
       ...(await serverDurability(client)),
     })),
 
-    destroy: () => backend('destroy', async () => {
-      await closeSessions();
-      await unlinkMatching(client, `${prefix}:*`);
-    }, 30000),
-
-    async close() {
-      await closeSessions();
-      client.disconnect();
-    },
+    ...lifecycle(client, prefix, closeSessions),
   };
 }
 

@@ -93,6 +93,21 @@ async function unlinkMatching(client, pattern) {
   for (let i = 0; i < keys.length; i += 500) await client.unlink(...keys.slice(i, i + 500));
 }
 
+/** destroy() and close() of an engine whose keys are all under `prefix` and whose library
+ * objects `closeSessions()` closes. */
+function lifecycle(client, prefix, closeSessions) {
+  return {
+    destroy: () => backend('destroy', async () => {
+      await closeSessions();
+      await unlinkMatching(client, `${prefix}:*`);
+    }, 30000),
+    async close() {
+      await closeSessions();
+      client.disconnect();
+    },
+  };
+}
+
 function redact(url) {
   return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
 }
@@ -106,4 +121,4 @@ function versionOf(name) {
   }
 }
 
-module.exports = { connect, backend, serverDurability, unlinkMatching, versionOf, withDeadline };
+module.exports = { connect, backend, lifecycle, serverDurability, versionOf, withDeadline };

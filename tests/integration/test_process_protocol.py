@@ -10,13 +10,13 @@ it), on the Node example engine.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,22 +188,12 @@ class TestMisbehaviour:
 
     def test_calls_blocked_when_the_engine_closes_raise_closed(self, open_fake: Any) -> None:
         engine = open_fake("silent", call_timeout_s=30.0)
-        errors: list[BaseException] = []
-
-        def call() -> None:
-            try:
-                _enqueue(engine)
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=call)
-        thread.start()
-        time.sleep(0.3)
-        engine.close()
-        thread.join(timeout=15)
-        assert not thread.is_alive()
-        assert len(errors) == 1
-        assert isinstance(errors[0], EngineClosedError)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            blocked = pool.submit(_enqueue, engine)
+            time.sleep(0.3)
+            engine.close()
+            with pytest.raises(EngineClosedError):
+                blocked.result(timeout=15)
 
 
 class TestErrors:
