@@ -96,14 +96,14 @@ async function createEngine(url, options) {
     return claim;
   }
 
-  async function finish(claim, outcome) {
+  async function finish(claim, outcome, processed) {
     held.delete(Number(claim.job.id));
     claim.session.holding -= 1;
     const written = new Promise((resolve) => finished.set(claim.job.id, resolve));
     outcome();
-    await written;
+    await written; // Bee-Queue wrote the outcome: the answer may now say it is done
     finished.delete(claim.job.id);
-    await client.hdel(glue('attempts'), claim.job.id);
+    if (processed) await client.hdel(glue('attempts'), claim.job.id); // retried or dead: kept
   }
 
   async function counts(sessionId) {
@@ -171,14 +171,14 @@ async function createEngine(url, options) {
 
     markProcessed: (c) => backend('mark_processed', () => {
       const claim = claimOf(c);
-      return finish(claim, () => claim.resolve(null));
+      return finish(claim, () => claim.resolve(null), true);
     }),
 
     markFailed: ({ reason, retry, ...c }) => backend('mark_failed', async () => {
       const claim = claimOf(c);
       const attempts = Number(await client.hget(glue('attempts'), claim.job.id));
       if (!retry || attempts >= options.max_attempts) claim.job.options.retries = 0;
-      return finish(claim, () => claim.reject(new Error(reason)));
+      return finish(claim, () => claim.reject(new Error(reason)), false);
     }),
 
     extendLease: ({ lease_ms, ...c }) => backend('extend_lease', () => {
