@@ -37,7 +37,7 @@ function errorAnswer(err) {
   return { type: 'EngineUnavailableError', message: `${err && err.name}: ${err && err.message}` };
 }
 
-/** Wait until `check()` is true, `ms` passed, or `signal` (an object with `.wake`) is woken. */
+/** wait(ms) resolves to null after `ms`, or as soon as wake() is called, whichever is first. */
 function waiter() {
   let wakers = new Set();
   return {
