@@ -19,7 +19,11 @@
 //   * finishing a job takes no token: no fencing (this program refuses acks of jobs it does not
 //     hold, which is all it can do);
 //   * dedupe exists only as custom job ids, which would replace the contract's integer ids: not
-//     declared.
+//     declared;
+//   * Bee-Queue loads its Lua scripts once, when a Queue connects, and calls EVALSHA without a
+//     NOSCRIPT fallback: after the Redis server restarts (its script cache empty), enqueue and
+//     the stalled-job check fail with NOSCRIPT until the Queue is made again. Left as it is:
+//     that is what Bee-Queue's users get.
 //
 // Glue obsqueue adds (also in BeeQueueEngine's docstring):
 //   * `{prefix}:obsq:ids` — INCR for message ids, passed as the custom job id;
@@ -84,8 +88,9 @@ async function createEngine(url, options) {
       s.parked.push({ job, resolve, reject });
       s.woken.wake();
     }));
-    // every half stallInterval, as Bee-Queue's docs advise
-    s.queue.checkStalledJobs(Math.max(1, Math.floor(options.lease_ms / 2)), (err) => err && logError(err));
+    // every half stallInterval, as Bee-Queue's docs advise; without a callback, so that a failed
+    // check is emitted as the queue's 'error' (with one, Bee-Queue leaves a rejection unhandled)
+    s.queue.checkStalledJobs(Math.max(1, Math.floor(options.lease_ms / 2))).catch(logError);
   }
 
   function claimOf({ id, token }) {

@@ -120,6 +120,10 @@ function serve(createEngine, { name = 'engine', runtime = {} } = {}) {
     await close();
     process.exit(0);
   });
+  process.on('unhandledRejection', (err) => {
+    // a library's background promise (a timer's check, a reconnect): logged, not fatal
+    process.stderr.write(`obsqueue-protocol: unhandled rejection: ${err && err.stack}\n`);
+  });
   process.on('uncaughtException', (err) => {
     process.stderr.write(`obsqueue-protocol: uncaught: ${err && err.stack}\n`);
     process.exit(70);
