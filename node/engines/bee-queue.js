@@ -153,7 +153,8 @@ async function createEngine(url, options) {
       const s = await session(session_id);
       consume(s);
       if (!s.parked.length && !s.holding && (await s.queue.checkHealth()).waiting > 0) {
-        await s.woken.wait(HANDOFF_WAIT_MS); // jobs wait: give Bee-Queue's push time to park one
+        // jobs wait: give Bee-Queue's push time to park one (unless it did meanwhile)
+        if (!s.parked.length) await s.woken.wait(HANDOFF_WAIT_MS);
       }
       const next = s.parked.shift();
       if (next === undefined) return null;
