@@ -11,6 +11,7 @@ it), on the Node example engine.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import shutil
 import signal
@@ -286,14 +287,12 @@ def test_sigkill_of_the_python_side_leaves_no_program_running(node_example: str)
     assert not _alive(program)
 
 
-# faults.Child leaves its stdout pipe to the garbage collector (the suite's code, left alone)
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_the_suites_sigstop_and_sigkill_reach_the_program(
     node_example: str, tmp_path: Path
 ) -> None:
     """faults.Child signals the worker's process group: the engine program is frozen and
     killed with the worker, so its heartbeats or lock renewals cannot hide a stall."""
-    from obsqueue.conformance.faults import start_child
+    from obsqueue.conformance.faults import ChildError, start_child
     from obsqueue.conformance.spec import EngineSpec
 
     spec = EngineSpec(node_example, {"namespace": "tfaults"})
@@ -316,3 +315,8 @@ def test_the_suites_sigstop_and_sigkill_reach_the_program(
         while _alive(program) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _alive(program)
+    # faults.Child leaves its stdout pipe open: wait for its reader to see EOF, then close it
+    with contextlib.suppress(ChildError):
+        consumer.expect("end of output", timeout_s=5)
+    assert consumer.process.stdout is not None
+    consumer.process.stdout.close()
