@@ -225,7 +225,7 @@ async function createEngine(url, options) {
     }),
 
     describe: () => backend('describe', async () => ({
-      library: { 'bee-queue': versionOf('bee-queue'), redis: versionOf('redis'), ioredis: versionOf('ioredis') },
+      library: { 'bee-queue': versionOf('bee-queue'), redis: versionOf('redis', 'bee-queue'), ioredis: versionOf('ioredis') },
       client: { stall_interval_ms: options.lease_ms, removeOnSuccess: true },
       ...(await serverDurability(client)),
     })),

@@ -112,10 +112,12 @@ function redact(url) {
   return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
 }
 
-/** The installed version of a package in node_modules. */
-function versionOf(name) {
+/** The installed version of a package in node_modules (as `from` resolves it, when given:
+ * Bee-Queue's own node-redis is nested under it). */
+function versionOf(name, from) {
   try {
-    return require(`${name}/package.json`).version;
+    const paths = from ? [require.resolve(from)] : undefined;
+    return require(require.resolve(`${name}/package.json`, { paths })).version;
   } catch (err) {
     return null;
   }
