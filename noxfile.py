@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import nox
 
@@ -48,6 +49,10 @@ ENGINES = [
     "huey+sqlite://",
 ]
 
+#: Engines in node/, over the process protocol (docs/process-protocol.md); they need Node.js.
+NODE_ENGINES = ["exec+bullmq-node+redis://", "exec+bee-queue+redis://", "exec+example://"]
+NODE_DIR = Path(__file__).parent / "node"
+
 
 #: BullMQ's Python package and its runtime needs, installed without its exact pins: bullmq 3.x pins
 #: croniter==2.0.7, pgqueuer (a benchmark peer) needs croniter>=5, and obsqueue uses no BullMQ
@@ -57,9 +62,20 @@ BULLMQ_NO_PINS = ["bullmq>=3.4,<4", "msgpack>=1.0", "semver>=3.0"]
 
 
 def install(session: nox.Session, *extra: str) -> None:
-    """The package with every engine's driver, plus ``extra`` tools."""
+    """The package with every engine's driver, plus ``extra`` tools; and, where Node.js is
+    present, the Node engines' libraries (``npm ci`` in node/, from its lock file)."""
     session.install("-e", ".[all]", *extra)
     session.install("--no-deps", *BULLMQ_NO_PINS)
+    if shutil.which("npm") is None:
+        session.warn("Node.js/npm not found: the Node engines in node/ are unavailable here")
+        return
+    with session.chdir(NODE_DIR):
+        session.run("npm", "ci", "--no-audit", "--no-fund", external=True, silent=True)
+
+
+def engines() -> list[str]:
+    """Every engine to run by default: the Python ones, and the Node ones where Node.js is."""
+    return ENGINES + NODE_ENGINES if shutil.which("node") else ENGINES
 
 
 CHROMIUM = "/usr/bin/chromium"
@@ -105,7 +121,7 @@ def conformance(session: nox.Session) -> None:
     """Run the suite on the given engine URLs (default: every engine) and write results."""
     install(session)
     session.run("obsqueue", "engines")
-    session.run("obsqueue", "conformance", *(session.posargs or ENGINES))
+    session.run("obsqueue", "conformance", *(session.posargs or engines()))
 
 
 #: ``nox -s bench``: the quick profile of these workloads, on every engine, in < 10 minutes.
@@ -124,7 +140,7 @@ def _workloads(names: list[str]) -> list[str]:
 def bench(session: nox.Session) -> None:
     """Quick benchmarks on the given engine URLs (default: every engine), then the self-checks."""
     install(session)
-    urls = session.posargs or ENGINES
+    urls = session.posargs or engines()
     session.run("obsqueue", "bench", *_workloads(QUICK_WORKLOADS), "--self-check", *urls)
 
 
@@ -132,7 +148,7 @@ def bench(session: nox.Session) -> None:
 def bench_full(session: nox.Session) -> None:
     """Every workload at the full profile, the durability sweep and the self-checks."""
     install(session)
-    urls = session.posargs or ENGINES
+    urls = session.posargs or engines()
     full = ["--profile", "full"]
     session.run("obsqueue", "bench", *full, *_workloads(FULL_WORKLOADS), "--self-check", *urls)
     sweep = session.posargs or SWEEP_ENGINES

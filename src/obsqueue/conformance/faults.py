@@ -1,7 +1,9 @@
 """Fault helpers: child processes the suite can SIGKILL, SIGSTOP and SIGCONT, by pid.
 
 ``Child`` starts ``obsqueue.conformance.workers`` with a config, reads its JSON progress lines on
-a thread, and signals only the process it started.
+a thread, and signals only what it started: the worker runs in a process group of its own, and
+signals go to that group, so an engine program the worker started (``exec+…://`` engines) is
+SIGKILLed and SIGSTOPped with it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Child:
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 env=env,
+                process_group=0,
             )
         threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True).start()
 
@@ -109,7 +112,7 @@ class Child:
 
     def _signal(self, sig: signal.Signals) -> None:
         if self.process.poll() is None:
-            os.kill(self.process.pid, sig)
+            os.killpg(self.process.pid, sig)
 
     def _tail(self) -> str:
         try:

@@ -55,6 +55,10 @@ _BUILTIN: tuple[EngineEntry, ...] = (
     EngineEntry("huey+redis", "obsqueue.engines.huey.engine:HueyRedisEngine", "huey"),
     EngineEntry("huey+sqlite", "obsqueue.engines.huey.engine:HueySqliteEngine", "huey"),
     EngineEntry("bullmq+redis", "obsqueue.engines.bullmq.engine:BullmqEngine", "bullmq"),
+    # programs over the process protocol; the Node ones need Node.js and `npm ci` in node/
+    EngineEntry("exec+bullmq-node+redis", "obsqueue.engines.process.nodejs:BullMqNodeEngine"),
+    EngineEntry("exec+bee-queue+redis", "obsqueue.engines.process.nodejs:BeeQueueEngine"),
+    EngineEntry("exec+example", "obsqueue.engines.process.nodejs:ExampleNodeEngine"),
 )
 
 
