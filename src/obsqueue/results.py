@@ -16,6 +16,7 @@ from typing import Any, Final
 
 __all__ = [
     "OUTCOMES",
+    "READABLE_VERSIONS",
     "SCHEMA_VERSION",
     "ResultsFormatError",
     "conformance_path",
@@ -25,10 +26,15 @@ __all__ = [
     "write_results",
 ]
 
-SCHEMA_VERSION: Final = 1
+#: 2 added, to conformance results: the outcome ``partial``; per property ``expected_anomalies``
+#: and ``untested``; ``complete``, ``selection``, ``server_durability`` and ``crash_durability``;
+#: per test ``expected`` and ``verdicts``. Version 1 files stay readable (a subset of 2).
+SCHEMA_VERSION: Final = 2
+#: Schema versions this code reads.
+READABLE_VERSIONS: Final = (1, 2)
 
 #: Per property and engine (DESIGN.md §3), from best to worst news.
-OUTCOMES: Final = ("pass", "unsupported", "expected-fail", "unknown", "fail")
+OUTCOMES: Final = ("pass", "partial", "unsupported", "expected-fail", "unknown", "fail")
 
 
 class ResultsFormatError(ValueError):
@@ -84,11 +90,11 @@ def read_results(path: Path, kind: str | None = None) -> dict[str, Any]:
         document = json.loads(path.read_text("utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ResultsFormatError(f"{path}: not readable results JSON ({exc})") from exc
-    if not isinstance(document, dict) or document.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(document, dict) or document.get("schema_version") not in READABLE_VERSIONS:
         found = document.get("schema_version") if isinstance(document, dict) else None
         raise ResultsFormatError(
-            f"{path}: schema_version {found!r}"
-            f" is not {SCHEMA_VERSION}; regenerate it with this obsqueue version"
+            f"{path}: schema_version {found!r} is not one of {READABLE_VERSIONS}; "
+            "regenerate it with this obsqueue version"
         )
     if kind is not None and document.get("kind") != kind:
         raise ResultsFormatError(f"{path}: kind {document.get('kind')!r}, expected {kind!r}")

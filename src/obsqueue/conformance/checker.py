@@ -30,7 +30,8 @@ Per session, over messages whose enqueue returned (not as a duplicate), A *prece
 enqueue returned before B's was invoked. ``skip`` counts pairs where B was delivered while A was
 outstanding (no ack or ``fail`` without retry of A invoked, with an outcome other than ``fail``; no
 ``clear`` that may have removed A; not dead), ``non_monotonic`` pairs where a delivery of A came
-after a delivery of B. A lost A is counted once, as lost, not again as a skip of every later B. ``concurrent`` (P2) counts pairs of deliveries of one session whose holds
+after a delivery of B. A lost A is counted once, as lost, not again as a skip of every later B.
+``concurrent`` (P2) counts pairs of deliveries of one session whose holds
 overlap by more than a tolerance: a delivery holds from its logged time until the first of its
 lease's end (pushed by the same process's successful ``extend`` ops), the same process's next ack
 or fail of it, and any ``reset`` of its session that had not returned when the delivery was logged
@@ -53,10 +54,10 @@ import sys
 from bisect import bisect_right, insort
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from obsqueue.conformance.checker_model import (
     COUNTS,
@@ -82,6 +83,7 @@ __all__ = [
     "check_history",
     "main",
 ]
+
 
 @dataclass(frozen=True)
 class CheckResult:

@@ -42,6 +42,7 @@ MAX_EXAMPLES: Final = 5
 
 NEVER: Final = INFO_TIME_NS
 
+
 @dataclass(frozen=True, slots=True)
 class Call:
     invoke: Op
@@ -158,9 +159,7 @@ class Index:
 
 def _calls(ops: list[Op]) -> list[Call]:
     completions = {(op.process, op.op_id): op for op in ops if op.phase != "invoke"}
-    return [
-        Call(op, completions.get((op.process, op.op_id))) for op in ops if op.phase == "invoke"
-    ]
+    return [Call(op, completions.get((op.process, op.op_id))) for op in ops if op.phase == "invoke"]
 
 
 def _key(value: dict[str, Any]) -> str:
@@ -219,4 +218,3 @@ def _bound_claims(m: Message) -> None:
             if d.attempt is not None and other.attempt is not None and other.attempt > d.attempt:
                 bound = min(bound, other.time_ns)
         d.claim_bound_ns = bound
-

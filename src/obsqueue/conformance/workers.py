@@ -49,10 +49,12 @@ def _history(config: dict[str, Any]) -> HistoryWriter:
     return HistoryWriter(Path(config["history_dir"]), config["process"])
 
 
-def deliver_value(msg: PendingMessageWithId) -> dict[str, Any]:
+def deliver_value(msg: PendingMessageWithId, iterated: str | None = None) -> dict[str, Any]:
+    """The history value of a delivery; ``iterated`` is the session the consumer asked for."""
     claim = msg.claim
     return {
-        "session": msg.session_id,
+        "session": msg.session_id if iterated is None else iterated,
+        "message_session": msg.session_id,
         "key": msg.payload.get("key") if isinstance(msg.payload, dict) else None,
         "message_id": msg.id,
         "attempt": msg.attempt,
@@ -114,9 +116,9 @@ def _consume_session(
     while not stop.is_set():
         try:
             for msg in engine.create_iterator(session, stop=stop):
-                history.event("deliver", deliver_value(msg))
+                history.event("deliver", deliver_value(msg, session))
                 if config.get("announce"):
-                    emit("delivered", **deliver_value(msg), at_ns=time.time_ns())
+                    emit("delivered", **deliver_value(msg, session), at_ns=time.time_ns())
                 if process_s:
                     time.sleep(process_s)
                 _ack(engine, history, msg)
@@ -173,7 +175,7 @@ def claim_and_hold(config: dict[str, Any]) -> None:
     if msg is None:
         emit("nothing")
         return
-    emit("claimed", **deliver_value(msg))
+    emit("claimed", **deliver_value(msg, config["session"]))
     for line in sys.stdin:
         command = line.strip()
         if command == "exit":

@@ -32,6 +32,13 @@ PAYLOADS: dict[str, Any] = {
     "string_root": "just a string",
     "empty": {},
     "control_chars": {"s": 'tab\tnewline\nquote"backslash\\ bell\u0007 nul-free'},
+    # NUL in values and keys: an engine stores it faithfully (PostgreSQL text cannot hold it
+    # raw: the engine must escape it), never strips or truncates it
+    "nul": {"s": "before\u0000after", "k\u0000": "\u0000", "list": ["\u0000\u0000"]},
+    # characters outside the BMP (4 bytes in UTF-8, surrogate pairs in UTF-16 / JSON escapes)
+    "non_bmp": {"s": "\U0001d11e \U00010348 \U0001f004 \U0010ffff", "\U0001f600": ["\U0001f600"]},
+    # large and non-ASCII at once: 1 Mi characters, about 3 MiB of UTF-8
+    "large_non_ascii": {"blob": "\u00e9\u65e5\U0001f600\u05d0" * (256 * 1024)},
 }
 
 TIMESTAMPS = [0, 1, 1763800000123, 2**53 - 1]

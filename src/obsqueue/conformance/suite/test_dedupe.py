@@ -71,6 +71,19 @@ class TestDedupe:
         assert sorted(raw_keys(queue_engine)) == ["a", "b"]
 
     @guarantee("P3")
+    def test_same_key_from_another_session_is_a_duplicate(
+        self, queue_engine: ObservationQueueEngine
+    ) -> None:
+        """Dedupe is keyed on (content_session_id, tool_use_id), not on session_id: the same
+        key enqueued under another session id is a duplicate of the first."""
+        first = queue_engine.enqueue("s1", CS, keyed("a", "t1"))
+        again = queue_engine.enqueue("s2", CS, keyed("a-again", "t1"))
+        assert again == EnqueueResult(first.message_id, duplicate=True), (
+            f"same (content_session_id, tool_use_id) from session s2 was stored anew: {again}"
+        )
+        assert raw_keys(queue_engine) == ["a"]
+
+    @guarantee("P3")
     def test_racing_threads_exactly_one_wins(self, queue_engine: ObservationQueueEngine) -> None:
         """Given 8 threads enqueueing the same key at once, one wins and 7 see its id."""
         results: list[EnqueueResult] = []

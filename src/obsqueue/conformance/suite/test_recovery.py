@@ -17,6 +17,9 @@ from obsqueue.errors import StaleClaimError
 __all__ = ["TestFencing", "TestStallRecovery", "TestStartupRecovery"]
 
 LEASE_S = 1.0
+#: The lease of a holder that stays alive, and how early a take-over may be (clock granularity).
+HELD_LEASE_S = 3.0
+LEASE_TOLERANCE_S = 0.25
 
 
 class TestStartupRecovery:
@@ -139,6 +142,46 @@ class TestStallRecovery:
         got = drain(queue_engine, "s1", 3, timeout_s=LEASE_S + 15)
         assert [key_of(m) for m in got] == ["m0", "m1", "m2"]
         assert got[0].attempt == 2
+
+    @guarantee("P7", Capability.MULTI_PROCESS)
+    def test_live_claim_of_another_process_is_not_taken_before_its_lease(
+        self,
+        obsqueue_engine_spec: EngineSpec,
+        queue_engine: ObservationQueueEngine,
+        tmp_path: Path,
+        obsqueue_record: Recorder,
+    ) -> None:
+        """Given a consumer process holding the head under a lease of HELD_LEASE_S, another
+        process cannot claim it before the lease ends, and can soon after: the lease is measured
+        on a clock every process shares."""
+        queue_engine.enqueue("s1", CS, keyed("a"))
+        time.sleep(1.0)  # this process's engine is older than the holder's
+        with start_child(
+            "claim_and_hold",
+            obsqueue_engine_spec,
+            tmp_path / "h",
+            "holder",
+            session="s1",
+            lease_s=HELD_LEASE_S,
+        ) as holder:
+            holder.expect("claimed")
+            # the holder claimed before it said so: its lease ends by then + HELD_LEASE_S
+            lease_end_s = time.time() + HELD_LEASE_S
+            taken = None
+            while taken is None and time.time() < lease_end_s + 10:
+                taken = queue_engine.claim_next("s1")
+                if taken is None:
+                    time.sleep(0.02)
+            taken_at = time.time()
+            holder.send("exit")
+        assert taken is not None, "the message was not delivered again after its lease"
+        early_s = lease_end_s - taken_at
+        obsqueue_record.timing("taken_over_before_lease_end_s", early_s)
+        assert early_s < LEASE_TOLERANCE_S, (
+            f"taken over {early_s:.3f} s before the holder's lease ended: leases are measured "
+            "on clocks that differ between processes"
+        )
+        assert taken.attempt == 2
 
 
 class TestFencing:
