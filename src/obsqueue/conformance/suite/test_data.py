@@ -59,7 +59,9 @@ class TestFidelity:
         payload = PAYLOADS[name]
         queue_engine.enqueue("s1", CS, PendingMessage("observation", "t1", payload, 1763800000123))
         msg = drain(queue_engine, "s1", 1)[0]
-        assert _exact(msg.payload) == _exact(payload)
+        assert _exact(msg.payload) == _exact(payload), (
+            f"payload changed: {_exact(msg.payload)[:200]}"
+        )
         assert msg.tool_use_id == "t1" and msg.kind == "observation"
         assert msg.content_session_id == CS and msg.session_id == "s1"
 
@@ -70,7 +72,8 @@ class TestFidelity:
             kind = "summarize" if i % 2 else "observation"
             queue_engine.enqueue("s1", CS, PendingMessage(kind, None, {"key": str(i)}, ts))  # type: ignore[arg-type]
         got = drain(queue_engine, "s1", len(TIMESTAMPS))
-        assert [m.original_timestamp for m in got] == TIMESTAMPS
+        stamps = [m.original_timestamp for m in got]
+        assert stamps == TIMESTAMPS, f"timestamps changed: {stamps}"
         assert [m.kind for m in got] == ["observation", "summarize"] * 2
         assert all(type(m.original_timestamp) is int for m in got)
 
@@ -114,7 +117,9 @@ class TestDepth:
         assert queue_engine.claim_next("s1") is not None  # in flight counts as queued
         raw = queue_engine.inspect_raw()
         live = [m for m in raw if m.status != "dead"]
-        assert queue_engine.get_pending_count("s1") == sum(m.session_id == "s1" for m in live) == 4
+        assert (
+            queue_engine.get_pending_count("s1") == sum(m.session_id == "s1" for m in live) == 4
+        ), "get_pending_count('s1') does not match the stored rows"
         assert queue_engine.get_pending_count("s2") == sum(m.session_id == "s2" for m in live) == 2
         assert queue_engine.get_pending_count("nobody") == 0
         assert queue_engine.get_total_queue_depth() == len(live) == 6
@@ -168,7 +173,8 @@ class TestClear:
         for i in range(4):
             queue_engine.enqueue("s1", CS, keyed(f"s1-{i}"))
             queue_engine.enqueue("s2", CS, keyed(f"s2-{i}"))
-        assert queue_engine.clear_pending_for_session("s1") == 4
+        cleared = queue_engine.clear_pending_for_session("s1")
+        assert cleared == 4, f"clear_pending_for_session('s1') removed {cleared}, not 4"
         assert queue_engine.get_pending_count("s1") == 0
         assert sorted(key_of(m) for m in queue_engine.inspect_raw()) == [
             f"s2-{i}" for i in range(4)

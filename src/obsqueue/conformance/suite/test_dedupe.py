@@ -23,7 +23,7 @@ class TestDedupe:
         duplicate=True, and adds nothing."""
         first = queue_engine.enqueue("s1", CS, keyed("a", "t1"))
         again = queue_engine.enqueue("s1", CS, keyed("a-again", "t1"))
-        assert again == EnqueueResult(first.message_id, duplicate=True)
+        assert again == EnqueueResult(first.message_id, duplicate=True), f"not a duplicate: {again}"
         assert first.duplicate is False
         assert raw_keys(queue_engine) == ["a"]
         assert queue_engine.get_pending_count("s1") == 1

@@ -57,7 +57,7 @@ class TestDurableEnqueue:
         result = check(history, queue_engine)
         obsqueue_record.anomalies(result.anomalies())
         assert result.messages > 0, "the producer was killed before it enqueued anything"
-        assert result.counts["lost"] == 0, result.to_json()
+        assert result.counts["lost"] == 0, f"lost acknowledged enqueues: {result.to_json()}"
         assert result.counts["unexpected"] == 0, result.to_json()
         for session in ("s1", "s2"):
             stored = [k for k in raw_keys(queue_engine) if k.startswith(f"p-{session}-")]
@@ -85,8 +85,8 @@ class TestDurableProcessing:
         assert len(drain(queue_engine, "s1", 3)) == 3
         queue_engine.close()
         with obsqueue_engine_spec.open() as reopened:
-            rest = drain(reopened, "s1", 5, timeout_s=1.5)
-            assert [key_of(m) for m in rest] == ["m3", "m4"]
+            rest = [key_of(m) for m in drain(reopened, "s1", 5, timeout_s=1.5)]
+            assert rest == ["m3", "m4"], f"after reopen: {rest}, not the 2 unprocessed"
 
     @guarantee("P5", Capability.MULTI_PROCESS)
     def test_ack_survives_sigkill_right_after_it_returns(

@@ -29,7 +29,7 @@ class TestFifo:
         for key in keys:
             queue_engine.enqueue("s1", CS, keyed(key))
         got = [key_of(m) for m in drain(queue_engine, "s1", len(keys))]
-        assert got == keys
+        assert got == keys, f"delivered out of enqueue order: {got[:5]}..."
 
     @guarantee("P1")
     def test_interleaved_sessions_each_keep_their_order(
@@ -152,10 +152,12 @@ class TestExclusiveSession:
             queue_engine.enqueue("s1", CS, keyed(key))
         first = queue_engine.claim_next("s1", consumer_id="one")
         assert first is not None
-        assert queue_engine.claim_next("s1", consumer_id="two") is None
+        second = queue_engine.claim_next("s1", consumer_id="two")
+        assert second is None, f"second claim while the session is busy: {key_of(second)}"
         queue_engine.mark_processed(first)
         second = queue_engine.claim_next("s1", consumer_id="two")
-        assert second is not None and key_of(second) == "b"
+        assert second is not None
+        assert key_of(second) == "b"
 
     @guarantee("P2")
     def test_busy_session_does_not_hold_up_others(

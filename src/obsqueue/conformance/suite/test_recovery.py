@@ -33,7 +33,8 @@ class TestStartupRecovery:
         assert queue_engine.claim_next("s1") is not None
         assert queue_engine.reset_processing_to_pending("s1") == 1
         got = drain(queue_engine, "s1", 3)
-        assert [key_of(m) for m in got] == ["a", "b", "c"]
+        keys = [key_of(m) for m in got]
+        assert keys == ["a", "b", "c"], f"the reset message is not at its place: {keys}"
         assert got[0].attempt == 2
 
     @guarantee("P6")
@@ -102,7 +103,7 @@ class TestStallRecovery:
         again = drain(queue_engine, "s1", 1, timeout_s=LEASE_S + 10)
         waited = time.monotonic() - started
         obsqueue_record.timing("redelivery_after_lease_s", waited)
-        assert [key_of(m) for m in again] == ["a"]
+        assert [key_of(m) for m in again] == ["a"], "not delivered again after its lease"
         assert again[0].attempt == 2
         assert waited >= LEASE_S * 0.8
 

@@ -25,6 +25,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def bound_broken(latencies_s: list[float]) -> bool:
+    """True once so many of SAMPLES samples are over the bound that the p99 cannot be under it:
+    the test then stops sampling (a slow engine fails on its latency, not on the time limit)."""
+    allowed = SAMPLES - 1 - round(0.99 * (SAMPLES - 1))
+    return sum(x >= WAKEUP_BOUND_S for x in latencies_s) > allowed
+
+
 def _record(obsqueue_record: Recorder, latencies_s: list[float]) -> tuple[float, float]:
     p50, p99 = percentile(latencies_s, 0.50), percentile(latencies_s, 0.99)
     obsqueue_record.timing("wakeup_p50_s", p50)
@@ -65,6 +72,8 @@ class TestWakeup:
                 got = consumer.expect("delivered", timeout_s=10)
                 assert got["key"] == f"w{i}"
                 latencies.append((got["at_ns"] - sent_ns) / 1e9)
+                if bound_broken(latencies):
+                    break
             (tmp_path / "stop").touch()
             consumer.expect("done")
         _, p99 = _record(obsqueue_record, latencies)
@@ -96,6 +105,8 @@ class TestWakeup:
                 queue_engine.enqueue("s1", CS, keyed(f"w{i}"))
                 assert arrived.acquire(timeout=10)
                 latencies.append((arrivals[f"w{i}"] - sent) / 1e9)
+                if bound_broken(latencies):
+                    break
         finally:
             stop.set()
             thread.join(timeout=5)
