@@ -48,6 +48,8 @@ def expectation_text(expected: dict[str, list[str]], property_id: str) -> str:
 class TestRecord:
     """One suite test's outcome on one engine, with what it measured."""
 
+    __test__ = False  # not a test class, whatever pytest imports it into
+
     name: str
     properties: tuple[str, ...]
     outcome: str = "pass"
