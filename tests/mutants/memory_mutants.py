@@ -34,7 +34,10 @@ class LifoEngine(MemoryEngine):
     def _head(self, session_id: str) -> _Row | None:
         live = [r for r in self._rows.values() if r.session_id == session_id and r.status != "dead"]
         busy = [r for r in live if r.status == "processing"]
-        return busy[0] if busy else (live[-1] if live else None)
+        return busy[0] if busy else (self._pick(live) if live else None)
+
+    def _pick(self, live: list[_Row]) -> _Row:
+        return live[-1]
 
 
 class SecondConsumerEngine(MemoryEngine):
@@ -295,7 +298,7 @@ class BackoffSkipEngine(MemoryEngine):
         return None
 
 
-class OrderByTimestampEngine(MemoryEngine):
+class OrderByTimestampEngine(LifoEngine):
     """Delivers a session's messages in order of the producer's original_timestamp."""
 
     BREAKS: ClassVar[str] = "P1"
@@ -304,13 +307,11 @@ class OrderByTimestampEngine(MemoryEngine):
         "not in enqueue order",
     )
 
-    def _head(self, session_id: str) -> _Row | None:
-        live = [r for r in self._rows.values() if r.session_id == session_id and r.status != "dead"]
-        busy = [r for r in live if r.status == "processing"]
-        return busy[0] if busy else min(live, key=lambda r: r.original_timestamp, default=None)
+    def _pick(self, live: list[_Row]) -> _Row:
+        return min(live, key=lambda r: r.original_timestamp)
 
 
-class SessionKeyedDedupeEngine(MemoryEngine):
+class SessionKeyedDedupeEngine(NoDedupeEngine):
     """Dedupes on (session_id, content_session_id, tool_use_id): the same key from another
     session id is stored again."""
 
@@ -332,10 +333,7 @@ class SessionKeyedDedupeEngine(MemoryEngine):
                     == (session_id, content_session_id, message.tool_use_id)
                 ):
                     return EnqueueResult(row.id, duplicate=True)
-        undeduped = PendingMessage(message.kind, None, message.payload, message.original_timestamp)
-        result = super()._enqueue(session_id, content_session_id, undeduped, payload_json)
-        self._rows[result.message_id].tool_use_id = message.tool_use_id
-        return result
+        return super()._enqueue(session_id, content_session_id, message, payload_json)
 
 
 class NulStrippingEngine(MemoryEngine):

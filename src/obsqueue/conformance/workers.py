@@ -68,6 +68,7 @@ def produce(config: dict[str, Any]) -> None:
     engine = _open(config)
     history = _history(config)
     interval_s = float(config.get("interval_s", 0.0))
+    announced = False
     emit("ready")
     for i in range(int(config["count"])):
         for session in config["sessions"]:
@@ -85,6 +86,9 @@ def produce(config: dict[str, Any]) -> None:
             history.ok(
                 op, "enqueue", {"message_id": result.message_id, "duplicate": result.duplicate}
             )
+            if not announced:
+                emit("enqueued")  # the first enqueue returned: a kill from now on lands mid-stream
+                announced = True
         if interval_s:
             time.sleep(interval_s)
     emit("done")

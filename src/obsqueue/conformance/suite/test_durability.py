@@ -7,7 +7,7 @@ import random
 import time
 from pathlib import Path
 
-from obsqueue.conformance.faults import start_child
+from obsqueue.conformance.faults import claim_holder, start_child
 from obsqueue.conformance.plugin import Recorder
 from obsqueue.conformance.spec import EngineSpec
 from obsqueue.conformance.suite.scenarios import (
@@ -51,7 +51,7 @@ class TestDurableEnqueue:
             count=5000,
             key_prefix="p",
         ) as producer:
-            producer.expect("ready")
+            producer.expect("enqueued", timeout_s=60)
             time.sleep(random.uniform(0.3, 1.0))
             producer.sigkill()
         result = check(history, queue_engine)
@@ -100,13 +100,8 @@ class TestDurableProcessing:
         again; the next one is. No restart or reset is needed to see it."""
         for key in ("acked", "next"):
             queue_engine.enqueue("s1", CS, keyed(key))
-        with start_child(
-            "claim_and_hold",
-            obsqueue_engine_spec,
-            tmp_path / "h",
-            "consumer",
-            session="s1",
-            lease_s=LEASE_AFTER_ACK_S,
+        with claim_holder(
+            obsqueue_engine_spec, tmp_path, LEASE_AFTER_ACK_S, "consumer"
         ) as consumer:
             assert consumer.expect("claimed")["key"] == "acked"
             consumer.send("ack")

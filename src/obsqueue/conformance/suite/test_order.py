@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from obsqueue.conformance.faults import ChildError, start_child
+from obsqueue.conformance.faults import ChildError, announcing_consumer, start_child
 from obsqueue.conformance.spec import EngineSpec
 from obsqueue.conformance.suite.scenarios import CS, check, drain, guarantee, key_of, keyed
 from obsqueue.engines.base import Capability, ObservationQueueEngine, PendingMessage
@@ -200,15 +200,7 @@ class TestExclusiveSession:
         queue_engine.enqueue("s1", CS, keyed("first"))
         first = drain(queue_engine, "s1", 1)
         assert [key_of(m) for m in first] == ["first"]
-        with start_child(
-            "consume",
-            obsqueue_engine_spec,
-            tmp_path / "h",
-            "consumer-b",
-            sessions=["s1"],
-            stop_file=str(tmp_path / "stop"),
-            announce=True,
-        ) as b:
+        with announcing_consumer(obsqueue_engine_spec, tmp_path, "consumer-b") as b:
             b.expect("ready")
             queue_engine.enqueue("s1", CS, keyed("second"))
             try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from obsqueue.conformance.faults import start_child
+from obsqueue.conformance.faults import claim_holder
 from obsqueue.conformance.plugin import Recorder
 from obsqueue.conformance.spec import EngineSpec
 from obsqueue.conformance.suite.scenarios import CS, drain, guarantee, key_of, keyed, raw_keys
@@ -74,14 +74,7 @@ class TestStartupRecovery:
         it, and the session drains in enqueue order."""
         for i in range(5):
             queue_engine.enqueue("s1", CS, keyed(f"m{i}"))
-        with start_child(
-            "claim_and_hold",
-            obsqueue_engine_spec,
-            tmp_path / "h",
-            "holder",
-            session="s1",
-            lease_s=300,
-        ) as holder:
+        with claim_holder(obsqueue_engine_spec, tmp_path, 300, "holder") as holder:
             claimed = holder.expect("claimed")
             holder.sigkill()
         assert claimed["key"] == "m0"
@@ -130,14 +123,7 @@ class TestStallRecovery:
         the lease with attempt 2, then the rest in order."""
         for i in range(3):
             queue_engine.enqueue("s1", CS, keyed(f"m{i}"))
-        with start_child(
-            "claim_and_hold",
-            obsqueue_engine_spec,
-            tmp_path / "h",
-            "holder",
-            session="s1",
-            lease_s=LEASE_S,
-        ) as holder:
+        with claim_holder(obsqueue_engine_spec, tmp_path, LEASE_S, "holder") as holder:
             holder.expect("claimed")
             holder.sigkill()
         got = drain(queue_engine, "s1", 3, timeout_s=LEASE_S + 15)
@@ -157,14 +143,7 @@ class TestStallRecovery:
         on a clock every process shares."""
         queue_engine.enqueue("s1", CS, keyed("a"))
         time.sleep(1.0)  # this process's engine is older than the holder's
-        with start_child(
-            "claim_and_hold",
-            obsqueue_engine_spec,
-            tmp_path / "h",
-            "holder",
-            session="s1",
-            lease_s=HELD_LEASE_S,
-        ) as holder:
+        with claim_holder(obsqueue_engine_spec, tmp_path, HELD_LEASE_S, "holder") as holder:
             holder.expect("claimed")
             # the holder claimed before it said so: its lease ends by then + HELD_LEASE_S
             lease_end_s = time.time() + HELD_LEASE_S
@@ -229,14 +208,7 @@ class TestFencing:
         """Given a consumer process SIGSTOPped past its lease while another took the message
         over, the frozen one's ack after SIGCONT raises StaleClaimError in that process."""
         queue_engine.enqueue("s1", CS, keyed("a"))
-        with start_child(
-            "claim_and_hold",
-            obsqueue_engine_spec,
-            tmp_path / "h",
-            "frozen",
-            session="s1",
-            lease_s=LEASE_S,
-        ) as frozen:
+        with claim_holder(obsqueue_engine_spec, tmp_path, LEASE_S, "frozen") as frozen:
             frozen.expect("claimed")
             frozen.sigstop()
             new = drain(queue_engine, "s1", 1, ack=False, timeout_s=LEASE_S + 15)[0]

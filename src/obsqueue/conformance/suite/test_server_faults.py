@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from obsqueue.conformance.faults import start_child
+from obsqueue.conformance.faults import announcing_consumer, start_child
 from obsqueue.conformance.plugin import EngineTarget, Recorder
 from obsqueue.conformance.spec import EngineSpec
 from obsqueue.conformance.suite.scenarios import CS, check, drain, keyed, wait_until
@@ -175,15 +175,7 @@ class TestServerCrash:
         """Given a consumer process blocked in the iterator when the server restarts under it,
         a message enqueued after the restart still reaches it."""
         spec, server = owned_server
-        with start_child(
-            "consume",
-            spec,
-            tmp_path / "h",
-            "consumer",
-            sessions=["s1"],
-            stop_file=str(tmp_path / "stop"),
-            announce=True,
-        ) as consumer:
+        with announcing_consumer(spec, tmp_path, "consumer") as consumer:
             consumer.expect("ready")
             time.sleep(0.3)
             server.kill9()

@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from obsqueue.conformance.faults import start_child
+from obsqueue.conformance.faults import announcing_consumer
 from obsqueue.conformance.plugin import Recorder
 from obsqueue.conformance.spec import EngineSpec
 from obsqueue.conformance.suite.scenarios import CS, guarantee, key_of, keyed
@@ -54,15 +54,7 @@ class TestWakeup:
         """Given a consumer process blocked in the iterator on an idle queue, each new message
         reaches it fast: p99 below 1 s from enqueue to delivery (p50/p99 go to the results)."""
         latencies: list[float] = []
-        with start_child(
-            "consume",
-            obsqueue_engine_spec,
-            tmp_path / "h",
-            "consumer",
-            sessions=["s1"],
-            stop_file=str(tmp_path / "stop"),
-            announce=True,
-        ) as consumer:
+        with announcing_consumer(obsqueue_engine_spec, tmp_path, "consumer") as consumer:
             consumer.expect("ready")
             time.sleep(0.5)
             for i in range(SAMPLES):
