@@ -156,7 +156,7 @@ class Collector:
             for pid, res in props.items():
                 if res["outcome"] in EXPLAINED:
                     lines.append(f"  {label} {pid} {res['outcome']}: {res['reason'][:300]}")
-            if props["P4"]["outcome"] != "unsupported":
+            if props["P4"]["outcome"] in ("pass", "partial"):
                 os_crash = crash_durability(self.runs[label], props)["os_crash"]
                 lines.append(f"  {label} P4 covers process crashes; {os_crash['summary']}")
         return lines

@@ -28,7 +28,8 @@ from typing import Any
 
 import pytest
 
-from obsqueue.conformance.collector import Collector, EngineRun, extra_key, label_key, record_key
+from obsqueue.conformance.collector import Collector, EngineRun, label_key, record_key
+from obsqueue.conformance.recorder import Recorder
 from obsqueue.engines.base import Capability, ObservationQueueEngine
 from obsqueue.servers.resolve import ResolvedEngine
 
@@ -340,53 +341,6 @@ def _engine_run(
         target.server if target else None,
         target.server_durability if target else "durable",
     )
-
-
-class Recorder:
-    """What a suite test adds to its results: anomaly counts, timings, and its verdict per
-    property against the anomalies a known limitation is expected to show."""
-
-    def __init__(self, item: pytest.Item) -> None:
-        self._extra = item.stash.setdefault(
-            extra_key, {"anomalies": {}, "timings": {}, "expected": {}, "verdicts": {}}
-        )
-
-    def anomalies(self, counts: dict[str, int]) -> None:
-        self._extra["anomalies"].update({k: int(v) for k, v in counts.items() if v})
-
-    def expect(self, anomalies: dict[str, list[str]], why: str) -> None:
-        """A known limitation of this engine run: per property, the anomalies it may show."""
-        self._extra["expected"].update(anomalies)
-        self._extra["why_expected"] = why
-
-    def judge(self, per_property: dict[str, dict[str, int]], detail: Any = None) -> None:
-        """Attribute the anomalies seen to the properties whose guarantee they break, then:
-        fail on any anomaly not expected; end as expected-fail (naming what was expected and
-        what was seen) when every anomaly seen was expected; return when none was seen."""
-        from obsqueue.conformance.outcomes import expectation_text
-
-        seen = {p: {k: int(v) for k, v in c.items() if v} for p, c in per_property.items()}
-        self._extra["verdicts"].update(seen)
-        for counts in seen.values():
-            self.anomalies(counts)
-        expected = self._extra["expected"]
-        wrong = {
-            p: {k: v for k, v in c.items() if k not in expected.get(p, [])} for p, c in seen.items()
-        }
-        wrong = {p: c for p, c in wrong.items() if c}
-        if wrong:
-            raise AssertionError(f"anomalies {wrong} (expected: {expected or 'none'}): {detail}")
-        if any(seen.values()):
-            named = "; ".join(
-                f"{p}: expected {expectation_text(expected, p)}, saw "
-                + ", ".join(f"{k}={v}" for k, v in c.items())
-                for p, c in seen.items()
-                if c
-            )
-            pytest.xfail(f"{named} ({self._extra.get('why_expected', 'known limitation')})")
-
-    def timing(self, name: str, value: float) -> None:
-        self._extra["timings"][name] = round(float(value), 6)
 
 
 @pytest.fixture
