@@ -2,7 +2,8 @@
 
 nox -s scorecard     the main job: probes, conformance, quick benchmarks, then reports/scorecard.*
 nox -s conformance   the conformance suite on every engine, results JSON
-nox -s tests         lint, then the project's own tests (unit, integration, acceptance)
+nox -s tests         the project's own tests: unit, integration, acceptance, the mutants, and
+                     the suite on every shipped engine checked against what each declares
 nox -s lint          ruff (lint + format check), mypy --strict on src/, and the layering
                      (import-linter contracts in pyproject.toml, docs/design.md)
 nox -s microbench    per-operation costs (pytest-benchmark) of each engine, results JSON
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tomllib
 from pathlib import Path
 
 import nox
@@ -32,22 +34,10 @@ DEV = [
     "import-linter==2.17",
 ]
 
-#: Every engine this project ships; a URL without a host gets a throwaway server.
-ENGINES = [
-    "memory://",
-    "sqlite://",
-    "postgresql://",
-    "redis://",
-    # the native Redis engine on a server without its durable configuration: what kill -9 of
-    # the server loses shows as expected-fail (everysec: fsync once a second; none: no AOF)
-    "redis://?server_durability=everysec",
-    "redis://?server_durability=none",
-    "rq+redis://",
-    "dramatiq+redis://",
-    "dramatiq+amqp://",
-    "huey+redis://",
-    "huey+sqlite://",
-]
+#: Every engine this project ships, from its one home (a URL without a host gets a throwaway
+#: server); new engines are appended there, not here.
+SHIPPED = Path(__file__).parent / "src" / "obsqueue" / "conformance" / "shipped_engines.toml"
+ENGINES = [entry["url"] for entry in tomllib.loads(SHIPPED.read_text())["engine"]]
 
 #: Engines in node/, over the process protocol (docs/process-protocol.md); they need Node.js.
 NODE_ENGINES = ["exec+bullmq-node+redis://", "exec+bee-queue+redis://", "exec+example://"]
@@ -111,9 +101,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
+    """Every tier; ``nox -s tests -- tests/unit`` runs one."""
     install(session)
     ensure_chromium(session)
-    session.run("pytest", "tests", *session.posargs)
+    session.run("pytest", *(session.posargs or ["tests"]))
 
 
 @nox.session(python=PYTHON)

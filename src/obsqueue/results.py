@@ -16,8 +16,9 @@ from typing import Any, Final
 
 __all__ = [
     "OUTCOMES",
+    "READABLE_VERSIONS",
     "SCHEMA_VERSION",
-    "SCHEMA_VERSIONS",
+    "DEFAULT_READABLE",
     "ResultsFormatError",
     "conformance_path",
     "environment",
@@ -26,13 +27,19 @@ __all__ = [
     "write_results",
 ]
 
-SCHEMA_VERSION: Final = 1
-#: The schema version of each kind that differs from ``SCHEMA_VERSION`` (benchmark results are
-#: version 2: rounds, summary, histograms; see ``benchmarks/schema/bench-result-v2.json``).
-SCHEMA_VERSIONS: Final = {"benchmark": 2}
+#: The version every kind is written with. 2 added, to conformance results: the outcome
+#: ``partial``; per property ``expected_anomalies`` and ``untested``; ``complete``, ``selection``,
+#: ``server_durability`` and ``crash_durability``; per test ``expected`` and ``verdicts``. Benchmark
+#: results of version 2 have rounds, summary and histograms
+#: (``benchmarks/schema/bench-result-v2.json``).
+SCHEMA_VERSION: Final = 2
+#: Schema versions this code reads, per kind: version 1 conformance files are a subset of 2;
+#: version 1 benchmark files (the old drain-only shape) are not read.
+READABLE_VERSIONS: Final = {"benchmark": (2,)}
+DEFAULT_READABLE: Final = (1, 2)
 
 #: Per property and engine (docs/properties.md, "Outcomes"), from best to worst news.
-OUTCOMES: Final = ("pass", "unsupported", "expected-fail", "unknown", "fail")
+OUTCOMES: Final = ("pass", "partial", "unsupported", "expected-fail", "unknown", "fail")
 
 
 class ResultsFormatError(ValueError):
@@ -74,7 +81,7 @@ def _cpu_model() -> str | None:
 
 def write_results(path: Path, kind: str, body: dict[str, Any]) -> Path:
     """Write ``body`` as results of ``kind`` ("conformance", "benchmark"), atomically."""
-    document = {"schema_version": SCHEMA_VERSIONS.get(kind, SCHEMA_VERSION), "kind": kind, **body}
+    document = {"schema_version": SCHEMA_VERSION, "kind": kind, **body}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n", "utf-8")
@@ -89,12 +96,12 @@ def read_results(path: Path, kind: str | None = None) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise ResultsFormatError(f"{path}: not readable results JSON ({exc})") from exc
     found_kind = document.get("kind") if isinstance(document, dict) else None
-    expected = SCHEMA_VERSIONS.get(str(kind or found_kind), SCHEMA_VERSION)
-    if not isinstance(document, dict) or document.get("schema_version") != expected:
+    readable = READABLE_VERSIONS.get(str(kind or found_kind), DEFAULT_READABLE)
+    if not isinstance(document, dict) or document.get("schema_version") not in readable:
         found = document.get("schema_version") if isinstance(document, dict) else None
         raise ResultsFormatError(
-            f"{path}: schema_version {found!r}"
-            f" is not {expected}; regenerate it with this obsqueue version"
+            f"{path}: schema_version {found!r} is not one of {readable}; "
+            "regenerate it with this obsqueue version"
         )
     if kind is not None and document.get("kind") != kind:
         raise ResultsFormatError(f"{path}: kind {document.get('kind')!r}, expected {kind!r}")

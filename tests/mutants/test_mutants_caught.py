@@ -1,99 +1,94 @@
 """Proof that the suite has teeth: every deliberately broken engine fails the property it
-breaks, and the correct reference engines pass every property they declare."""
+breaks, in the test meant to catch it and for the reason that test gives; and the correct
+reference engines show exactly the matrix they declare.
+
+Speed: each mutant runs only the tests of the property it breaks (``--obsqueue-property``;
+mutants that break the same property share one run); the correct engines run the whole suite.
+The runs go in parallel, two at a time.
+"""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from importlib import resources
-from pathlib import Path
+import re
+from collections import defaultdict
 from typing import Any
 
 import pytest
 
+from obsqueue.conformance.declared import mismatches
 from tests.mutants.register import all_mutants, scheme_for
+from tests.suite_runs import SuiteRun, render, run_all
 
-ROOT = Path(__file__).resolve().parents[2]
-CORRECT = ["memory://", "sqlite://"]
+CORRECT = {"memory": "memory://", "sqlite": "sqlite://"}
 
 
-def run_suite(urls: list[str], results: Path, log: Path) -> int:
-    """Run the conformance suite in a fresh interpreter, as a user would, on ``urls``."""
-    package = resources.files("obsqueue.conformance")
-    argv = [
-        sys.executable,
-        "-m",
-        "pytest",
-        str(package.joinpath("suite")),
-        "-c",
-        str(package.joinpath("pytest.ini")),
-        "--rootdir",
-        str(ROOT),
-        "-p",
-        "tests.mutants.register",
-        "-p",
-        "no:cacheprovider",
-        "-q",
-        "--obsqueue-results",
-        str(results),
-        "--obsqueue-test-timeout",
-        "60",
-        "--durations=20",
+def _runs() -> list[SuiteRun]:
+    by_property: dict[str, list[str]] = defaultdict(list)
+    for cls in all_mutants():
+        by_property[cls.BREAKS].append(f"{scheme_for(cls)}://")
+    runs = [
+        SuiteRun(f"correct-{label}", [url], weight=10 + len(label))
+        for label, url in CORRECT.items()
     ]
-    for url in urls:
-        argv += ["--obsqueue-engine", url]
-    with log.open("w") as out:
-        return subprocess.run(
-            argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=1500, check=False
-        ).returncode
+    runs += [
+        SuiteRun(
+            f"mutants-{pid}",
+            urls,
+            args=["--obsqueue-property", pid, "--obsqueue-test-timeout", "30"],
+            plugins=["tests.mutants.register"],
+            weight=len(urls),
+        )
+        for pid, urls in sorted(by_property.items())
+    ]
+    return runs
 
 
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """One suite run over every mutant and the correct engines: label -> property -> result."""
-    tmp = tmp_path_factory.mktemp("mutants")
-    urls = [*CORRECT, *[f"{scheme_for(cls)}://" for cls in all_mutants()]]
-    code = run_suite(urls, tmp / "results", tmp / "suite.log")
-    assert code in (0, 1), (tmp / "suite.log").read_text()[-5000:]
+    """label -> results document, over every mutant and the correct engines."""
+    runs = run_all(_runs(), tmp_path_factory.mktemp("mutants"), workers=2)
     table: dict[str, dict[str, Any]] = {}
-    for path in sorted((tmp / "results").glob("conformance-*.json")):
-        doc = json.loads(path.read_text())
-        table[doc["engine"]] = {p["id"]: p for p in doc["properties"]}
-    print(_render(table))
+    for run in runs:
+        assert run.returncode in (0, 1), f"{run.name}: exit {run.returncode}\n{run.tail()}"
+        table.update(run.results)
+    print("\n" + render(table, "mutant"))
+    print("\n".join(f"{r.name}: {r.wall_s:.1f} s" for r in runs))
     return table
 
 
-def _render(table: dict[str, dict[str, Any]]) -> str:
-    ids = [f"P{i}" for i in range(1, 17)]
-    short = {"pass": ".", "fail": "F", "unsupported": "-", "expected-fail": "x", "unknown": "?"}
-    lines = ["mutant".ljust(28) + " ".join(i.rjust(3) for i in ids)]
-    for label, props in table.items():
-        lines.append(label.ljust(28) + " ".join(short[props[i]["outcome"]].rjust(3) for i in ids))
-    return "\n".join(lines)
+def _intended(doc: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The test record whose name is ``name``, or starts with it followed by ``[``."""
+    pattern = re.compile(re.escape(name) + (r"$" if name.endswith("]") else r"\["))
+    return next((t for t in doc["tests"] if pattern.match(t["name"])), None)
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("mutant", all_mutants(), ids=scheme_for)
-def test_mutant_fails_the_property_it_breaks(
-    matrix: dict[str, dict[str, Any]], mutant: type
+def test_mutant_is_caught_by_its_test_for_its_reason(
+    matrix: dict[str, dict[str, Any]], mutant: Any
 ) -> None:
     label = scheme_for(mutant)
-    broken = mutant.BREAKS  # type: ignore[attr-defined]
     assert label in matrix, f"no results for {label}"
-    result = matrix[label][broken]
-    assert result["outcome"] == "fail", f"{label} was not caught on {broken}: {result}"
+    doc = matrix[label]
+    prop = next(p for p in doc["properties"] if p["id"] == mutant.BREAKS)
+    assert prop["outcome"] == "fail", f"{label} was not caught on {mutant.BREAKS}: {prop}"
+    name, reason = mutant.CAUGHT_BY
+    test = _intended(doc, name)
+    assert test is not None, f"{label}: {name} did not run; ran {[t['name'] for t in doc['tests']]}"
+    assert test["outcome"] == "fail", f"{label}: {name} did not fail: {test}"
+    assert reason in test["reason"], f"{label}: {name} failed for another reason: {test['reason']}"
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("label", ["memory", "sqlite"])
-def test_correct_engines_pass_what_they_declare(
+@pytest.mark.parametrize("label", sorted(CORRECT))
+def test_correct_engines_show_the_matrix_they_declare(
     matrix: dict[str, dict[str, Any]], label: str
 ) -> None:
-    outcomes = {pid: r["outcome"] for pid, r in matrix[label].items()}
-    bad = {
-        pid: matrix[label][pid]["reason"]
-        for pid, o in outcomes.items()
-        if o not in ("pass", "unsupported")
-    }
-    assert not bad, bad
+    assert not mismatches(matrix[label]), mismatches(matrix[label])
+
+
+def test_every_mutant_names_its_property_test_and_reason() -> None:
+    for cls in all_mutants():
+        assert re.fullmatch(r"P\d+", cls.BREAKS), cls
+        name, reason = cls.CAUGHT_BY
+        assert name.startswith("test_") and reason, cls

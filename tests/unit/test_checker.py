@@ -375,6 +375,29 @@ def test_a_stale_delivery_logged_late_after_a_reset_is_bounded_by_the_next_attem
     assert result.counts["redelivered"] == 1
 
 
+def test_a_lost_message_is_no_skip_of_the_later_ones() -> None:
+    h = H()
+    h.enqueue("a", 0)
+    h.flow("b", 5)
+    h.flow("c", 8)
+    assert nonzero(h.check()) == {"ok": 2, "lost": 1}
+
+
+# -- delivery to the wrong session -----------------------------------------------------------
+
+
+def test_a_message_delivered_to_a_consumer_of_another_session_is_misdelivered() -> None:
+    h = H()
+    h.enqueue("b1", 0, session="s2")
+    h.deliver("b1", 3, session="s1")
+    h.ack("b1", 4, session="s1")
+    result = h.check()
+    assert result.counts["misdelivered"] == 1
+    assert result.examples["misdelivered"] == [
+        "b1: of session s2, delivered to consumer iterating session s1 at 0.003s"
+    ]
+
+
 # -- P1: order within a session --------------------------------------------------------------
 
 
@@ -602,6 +625,8 @@ def test_allowed_anomalies_are_counted_but_do_not_fail() -> None:
     h = H()
     h.enqueue("a", 0)
     h.flow("b", 5)
+    h.store("a", "pending")
+    h.enqueue("lost", 1, session="s2")
     result = h.check()
     assert result.anomalies() == {"lost": 1, "skip": 1}
     assert result.anomalies(frozenset({"lost"})) == {"skip": 1}
@@ -634,6 +659,8 @@ def test_a_saved_history_can_be_rechecked_from_the_command_line(
     h = H()
     h.enqueue("a", 0)
     h.flow("b", 10)
+    h.store("a", "pending")
+    h.enqueue("lost", 1, session="s2")
     save_history(complete_history(h.ops), tmp_path / "history.jsonl")
     (tmp_path / "final.json").write_text(json.dumps(h.final))
     assert main([str(tmp_path / "history.jsonl"), "--final", str(tmp_path / "final.json")]) == 1

@@ -23,11 +23,15 @@ own. On top of its class a message may be ``duplicated`` (delivered again after 
 returned ok, or still stored after that) and ``redelivered`` (delivered more than once before its
 first successful ack: allowed, informative).
 
+A delivery is ``misdelivered`` when the consumer iterated another session than the message's:
+the session its enqueue named, or the session the engine labelled it with.
+
 Per session, over messages whose enqueue returned (not as a duplicate), A *precedes* B when A's
 enqueue returned before B's was invoked. ``skip`` counts pairs where B was delivered while A was
 outstanding (no ack or ``fail`` without retry of A invoked, with an outcome other than ``fail``; no
 ``clear`` that may have removed A; not dead), ``non_monotonic`` pairs where a delivery of A came
-after a delivery of B. ``concurrent`` (P2) counts pairs of deliveries of one session whose holds
+after a delivery of B. A lost A is counted once, as lost, not again as a skip of every later B.
+``concurrent`` (P2) counts pairs of deliveries of one session whose holds
 overlap by more than a tolerance: a delivery holds from its logged time until the first of its
 lease's end (pushed by the same process's successful ``extend`` ops), the same process's next ack
 or fail of it, and any ``reset`` of its session that had not returned when the delivery was logged
@@ -50,17 +54,25 @@ import sys
 from bisect import bisect_right, insort
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-from obsqueue.conformance.history import (
-    INFO_TIME_NS,
-    Op,
-    load_history,
-    read_history_file,
+from obsqueue.conformance.checker_model import (
+    COUNTS,
+    FAILING,
+    INFORMATIVE,
+    MAX_EXAMPLES,
+    NEVER,
+    Call,
+    Delivery,
+    Index,
+    Message,
+    Tally,
+    index_history,
 )
+from obsqueue.conformance.history import Op, load_history, read_history_file
 
 __all__ = [
     "COUNTS",
@@ -71,17 +83,6 @@ __all__ = [
     "check_history",
     "main",
 ]
-
-#: Anomalies that fail a property unless the engine's capabilities allow them.
-FAILING: Final = ("lost", "unexpected", "duplicated", "skip", "non_monotonic", "concurrent")
-#: Counts that describe a run without failing it.
-INFORMATIVE: Final = ("ok", "recovered", "redelivered", "unacked", "cleared")
-#: Every key of ``CheckResult.counts``, always present.
-COUNTS: Final = (*INFORMATIVE, *FAILING)
-#: Examples kept per count.
-MAX_EXAMPLES: Final = 5
-
-_NEVER: Final = INFO_TIME_NS
 
 
 @dataclass(frozen=True)
@@ -114,200 +115,24 @@ class CheckResult:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class _Call:
-    invoke: Op
-    done: Op | None
-
-    @property
-    def outcome(self) -> str:
-        return self.done.phase if self.done is not None else "info"
-
-    @property
-    def start(self) -> int:
-        return self.invoke.time_ns
-
-    @property
-    def end(self) -> int:
-        """When the call surely had its effect (or none): never, if its outcome is unknown."""
-        return self.done.time_ns if self.done and self.outcome != "info" else _NEVER
-
-    @property
-    def result(self) -> dict[str, Any]:
-        return self.done.value if self.done is not None else {}
-
-    def covers(self, session: str | None) -> bool:
-        """For reset/clear: does it apply to ``session``?"""
-        target = self.invoke.value.get("session")
-        return target is None or str(target) == session
-
-
-@dataclass(slots=True)
-class _Delivery:
-    process: str
-    session: str
-    key: str
-    attempt: int | None
-    token: Any
-    time_ns: int
-    lease_end_ns: int | None
-    claim_bound_ns: int = 0  # an upper bound of the claim's time (see the module docstring)
-
-
-@dataclass(slots=True)
-class _Message:
-    key: str
-    enqueues: list[_Call] = field(default_factory=list)
-    deliveries: list[_Delivery] = field(default_factory=list)
-    acks: list[_Call] = field(default_factory=list)
-    fails: list[_Call] = field(default_factory=list)
-    extends: list[_Call] = field(default_factory=list)
-    stored: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def enqueued(self) -> _Call | None:
-        """The first enqueue that returned ok and added this message."""
-        return next(
-            (c for c in self.enqueues if c.outcome == "ok" and not c.result.get("duplicate")), None
-        )
-
-    @property
-    def session(self) -> str:
-        enq = self.enqueued or (self.enqueues[0] if self.enqueues else None)
-        if enq is not None:
-            return str(enq.invoke.value.get("session"))
-        if self.deliveries:
-            return self.deliveries[0].session
-        return str(self.stored[0].get("session")) if self.stored else "?"
-
-    @property
-    def statuses(self) -> list[str]:
-        return [str(row.get("status")) for row in self.stored]
-
-    @property
-    def first_ack_ok(self) -> int:
-        return min((c.end for c in self.acks if c.outcome == "ok"), default=_NEVER)
-
-    @property
-    def last_claim_bound(self) -> int:
-        return max((d.claim_bound_ns for d in self.deliveries), default=-1)
-
-    @property
-    def first_claim_bound(self) -> int:
-        return min((d.claim_bound_ns for d in self.deliveries), default=_NEVER)
-
-
-class _Tally:
-    """Counts and examples as they are found."""
-
-    def __init__(self, t0: int) -> None:
-        self.t0 = t0
-        self.counts = dict.fromkeys(COUNTS, 0)
-        self.examples: dict[str, list[str]] = {k: [] for k in COUNTS}
-
-    def add(self, kind: str, example: Callable[[], str], n: int = 1) -> None:
-        self.counts[kind] += n
-        if len(self.examples[kind]) < MAX_EXAMPLES:
-            self.examples[kind].append(example())
-
-    def wants_example(self, kind: str) -> bool:
-        return len(self.examples[kind]) < MAX_EXAMPLES
-
-    def at(self, t: int) -> str:
-        return "never" if t >= _NEVER else f"{(t - self.t0) / 1e9:.3f}s"
-
-
-@dataclass(slots=True)
-class _Index:
-    messages: dict[str, _Message]
-    clears: list[_Call]
-    resets: list[_Call]
-
-
 def check_history(
     ops: Iterable[Op], final: Sequence[dict[str, Any]], *, tolerance_ms: float = 20.0
 ) -> CheckResult:
     """Classify every message and find order (P1) and exclusivity (P2) anomalies."""
     history = sorted(ops, key=Op.sort_key)
-    index = _index(history, final)
-    tally = _Tally(history[0].time_ns if history else 0)
-    for message in index.messages.values():
-        _bound_claims(message)
+    index = index_history(history, final)
+    tally = Tally(history[0].time_ns if history else 0)
     classified = sum(_classify(m, index, tally) for m in index.messages.values())
+    _check_sessions(index, tally)
     _check_order(index, tally)
     _check_exclusive(index, int(tolerance_ms * 1_000_000), tally)
     return CheckResult(tally.counts, tally.examples, classified)
 
 
-# -- reading the history ---------------------------------------------------------------------
-
-
-def _calls(ops: list[Op]) -> list[_Call]:
-    completions = {(op.process, op.op_id): op for op in ops if op.phase != "invoke"}
-    return [
-        _Call(op, completions.get((op.process, op.op_id))) for op in ops if op.phase == "invoke"
-    ]
-
-
-def _key(value: dict[str, Any]) -> str:
-    key = value.get("key")
-    return str(key) if key is not None else f"#id:{value.get('message_id')}"
-
-
-def _index(ops: list[Op], final: Sequence[dict[str, Any]]) -> _Index:
-    messages: dict[str, _Message] = {}
-    index = _Index(messages, [], [])
-
-    def message(value: dict[str, Any]) -> _Message:
-        key = _key(value)
-        return messages.setdefault(key, _Message(key))
-
-    for call in _calls(ops):
-        f, value = call.invoke.f, call.invoke.value
-        if f == "deliver":
-            message(value).deliveries.append(_delivery(call))
-        elif f in ("enqueue", "ack", "fail", "extend"):
-            lists = {"enqueue": "enqueues", "ack": "acks", "fail": "fails", "extend": "extends"}
-            getattr(message(value), lists[f]).append(call)
-        elif f in ("clear", "reset"):
-            (index.clears if f == "clear" else index.resets).append(call)
-    for row in final:
-        message(row).stored.append(row)
-    return index
-
-
-def _delivery(call: _Call) -> _Delivery:
-    value = call.invoke.value
-    lease = value.get("lease_expires_at_ms")
-    attempt = value.get("attempt")
-    return _Delivery(
-        process=call.invoke.process,
-        session=str(value.get("session")),
-        key=_key(value),
-        attempt=attempt if isinstance(attempt, int) else None,
-        token=value.get("token"),
-        time_ns=call.start,
-        lease_end_ns=lease * 1_000_000 if isinstance(lease, int) else None,
-    )
-
-
-def _bound_claims(m: _Message) -> None:
-    """Set each delivery's claim bound: logged time, lease end, later attempts' logged times."""
-    enqueued_at = min((c.start for c in m.enqueues), default=0)
-    for d in m.deliveries:
-        bound = d.time_ns
-        if d.lease_end_ns is not None and d.lease_end_ns > enqueued_at:  # else: not a real lease
-            bound = min(bound, d.lease_end_ns)
-        for other in m.deliveries:
-            if d.attempt is not None and other.attempt is not None and other.attempt > d.attempt:
-                bound = min(bound, other.time_ns)
-        d.claim_bound_ns = bound
-
-
 # -- classification --------------------------------------------------------------------------
 
 
-def _classify(m: _Message, index: _Index, tally: _Tally) -> bool:
+def _classify(m: Message, index: Index, tally: Tally) -> bool:
     """Count ``m`` in its class and its flags; False if it is no message (never seen)."""
     kind = _kind(m, index)
     if kind is None:
@@ -320,7 +145,7 @@ def _classify(m: _Message, index: _Index, tally: _Tally) -> bool:
     return True
 
 
-def _kind(m: _Message, index: _Index) -> str | None:
+def _kind(m: Message, index: Index) -> str | None:
     seen = bool(m.deliveries or m.stored)
     enq = m.enqueued
     if enq is None:
@@ -339,7 +164,7 @@ def _kind(m: _Message, index: _Index) -> str | None:
     return "lost"
 
 
-def _describe(kind: str, m: _Message, tally: _Tally) -> str:
+def _describe(kind: str, m: Message, tally: Tally) -> str:
     where = f"{m.key} (session {m.session})"
     seen = f"delivered {len(m.deliveries)}x, stored as {m.statuses or 'nothing'}"
     if kind == "lost":
@@ -362,10 +187,10 @@ def _describe(kind: str, m: _Message, tally: _Tally) -> str:
     return f"{where}: gone; a clear of its session may have removed it"
 
 
-def _flag_repeats(m: _Message, tally: _Tally) -> None:
+def _flag_repeats(m: Message, tally: Tally) -> None:
     acked_at = m.first_ack_ok
     again = [d for d in m.deliveries if d.claim_bound_ns > acked_at]
-    if again or (acked_at < _NEVER and m.stored):
+    if again or (acked_at < NEVER and m.stored):
         what = (
             f"delivered again at {tally.at(again[0].time_ns)} (attempt {again[0].attempt}, "
             f"{again[0].process})"
@@ -389,19 +214,44 @@ def _flag_repeats(m: _Message, tally: _Tally) -> None:
         )
 
 
+# -- delivery to the wrong session ------------------------------------------------------------
+
+
+def _check_sessions(index: Index, tally: Tally) -> None:
+    """A delivery to a consumer iterating another session than the message's (as enqueued, or
+    as the engine labels it) is ``misdelivered``."""
+    for m in index.messages.values():
+        enqueued = m.session if m.enqueues else None
+        for d in m.deliveries:
+            wrong = {enqueued, d.message_session} - {None, d.session}
+            if wrong:
+                tally.add(
+                    "misdelivered",
+                    partial(
+                        lambda d, w: (
+                            f"{d.key}: of session {w}, delivered to {d.process} iterating "
+                            f"session {d.session} at {tally.at(d.time_ns)}"
+                        ),
+                        d,
+                        "/".join(sorted(str(x) for x in wrong)),
+                    ),
+                )
+
+
 # -- P1: per-session order -------------------------------------------------------------------
 
 
-def _check_order(index: _Index, tally: _Tally) -> None:
-    sessions: dict[str, list[_Message]] = defaultdict(list)
+def _check_order(index: Index, tally: Tally) -> None:
+    sessions: dict[str, list[Message]] = defaultdict(list)
     for m in index.messages.values():
         if m.enqueued is not None:
             sessions[m.session].append(m)
     for messages in sessions.values():
         later = [m for m in messages if m.deliveries]
+        kept = [m for m in messages if _kind(m, index) != "lost"]
         _count_pairs(
             "skip",
-            messages,
+            kept,
             lambda a: _removal(a, index),
             later,
             tally,
@@ -426,7 +276,7 @@ def _check_order(index: _Index, tally: _Tally) -> None:
         )
 
 
-def _removal(m: _Message, index: _Index) -> int:
+def _removal(m: Message, index: Index) -> int:
     """The earliest time ``m`` may have stopped being outstanding (never: still outstanding)."""
     enq = m.enqueued
     assert enq is not None
@@ -439,21 +289,21 @@ def _removal(m: _Message, index: _Index) -> int:
     ]
     if "dead" in m.statuses:
         times.append(m.last_claim_bound)
-    return min(times, default=_NEVER)
+    return min(times, default=NEVER)
 
 
 def _count_pairs(
     kind: str,
-    earlier: list[_Message],
-    value: Callable[[_Message], int],
-    later: list[_Message],
-    tally: _Tally,
-    describe: Callable[[_Message, _Message], str],
+    earlier: list[Message],
+    value: Callable[[Message], int],
+    later: list[Message],
+    tally: Tally,
+    describe: Callable[[Message, Message], str],
 ) -> None:
     """Count pairs (A, B), A preceding B, with ``value(A)`` after B's first delivery."""
     firsts = sorted(earlier, key=lambda a: _enqueued(a).end)
     values: list[int] = []
-    added: list[_Message] = []
+    added: list[Message] = []
     for b in sorted(later, key=lambda b: _enqueued(b).start):
         while len(added) < len(firsts) and _enqueued(firsts[len(added)]).end < _enqueued(b).start:
             insort(values, value(firsts[len(added)]))
@@ -470,7 +320,7 @@ def _count_pairs(
                 tally.examples[kind].append(describe(a, b))
 
 
-def _enqueued(m: _Message) -> _Call:
+def _enqueued(m: Message) -> Call:
     enq = m.enqueued
     assert enq is not None
     return enq
@@ -479,15 +329,15 @@ def _enqueued(m: _Message) -> _Call:
 # -- P2: one consumer per session ------------------------------------------------------------
 
 
-def _check_exclusive(index: _Index, tolerance_ns: int, tally: _Tally) -> None:
-    sessions: dict[str, list[tuple[int, int, _Delivery]]] = defaultdict(list)
+def _check_exclusive(index: Index, tolerance_ns: int, tally: Tally) -> None:
+    sessions: dict[str, list[tuple[int, int, Delivery]]] = defaultdict(list)
     for m in index.messages.values():
         for d in m.deliveries:
             end = _hold_end(d, m, index)
             if end - d.time_ns > tolerance_ns:
                 sessions[d.session].append((d.time_ns, end, d))
     for holds in sessions.values():
-        active: list[tuple[int, int, _Delivery]] = []
+        active: list[tuple[int, int, Delivery]] = []
         for hold in sorted(holds, key=lambda h: (h[0], h[1])):
             active = [h for h in active if h[1] - hold[0] > tolerance_ns]
             for other in active:
@@ -495,7 +345,7 @@ def _check_exclusive(index: _Index, tolerance_ns: int, tally: _Tally) -> None:
             active.append(hold)
 
 
-def _overlap(a: tuple[int, int, _Delivery], b: tuple[int, int, _Delivery], tally: _Tally) -> str:
+def _overlap(a: tuple[int, int, Delivery], b: tuple[int, int, Delivery], tally: Tally) -> str:
     (a_start, a_end, da), (b_start, b_end, db) = a, b
     overlap_ms = (min(a_end, b_end) - max(a_start, b_start)) / 1e6
     return (
@@ -505,7 +355,7 @@ def _overlap(a: tuple[int, int, _Delivery], b: tuple[int, int, _Delivery], tally
     )
 
 
-def _hold_end(d: _Delivery, m: _Message, index: _Index) -> int:
+def _hold_end(d: Delivery, m: Message, index: Index) -> int:
     """When delivery ``d``'s hold surely ended (see the module docstring)."""
     own = [c for c in (*m.acks, *m.fails) if c.invoke.process == d.process and c.start >= d.time_ns]
     if d.lease_end_ns is None:
@@ -520,7 +370,7 @@ def _hold_end(d: _Delivery, m: _Message, index: _Index) -> int:
     return min([lease_end, *(c.start for c in own), *resets])
 
 
-def _extended(d: _Delivery, m: _Message) -> list[int]:
+def _extended(d: Delivery, m: Message) -> list[int]:
     ends = []
     for c in m.extends:
         lease = c.result.get("lease_expires_at_ms")

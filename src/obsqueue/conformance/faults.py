@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from obsqueue.conformance.spec import EngineSpec
 
-__all__ = ["Child", "ChildError", "start_child"]
+__all__ = ["Child", "ChildError", "announcing_consumer", "claim_holder", "start_child"]
 
 
 class ChildError(RuntimeError):
@@ -145,3 +145,27 @@ def start_child(
         **config,
     }
     return Child(role, full, history_dir)
+
+
+def claim_holder(
+    spec: EngineSpec, directory: Path, lease_s: float, process: str = "holder"
+) -> Child:
+    """A process that claims session s1's head under ``lease_s``, says ``claimed``, then obeys
+    ``ack``, ``fail`` and ``exit`` on its stdin."""
+    return start_child(
+        "claim_and_hold", spec, directory / "h", process, session="s1", lease_s=lease_s
+    )
+
+
+def announcing_consumer(spec: EngineSpec, directory: Path, process: str = "consumer") -> Child:
+    """A consumer process of session s1 that says ``delivered`` for each message it acks; it
+    stops once ``directory / "stop"`` exists."""
+    return start_child(
+        "consume",
+        spec,
+        directory / "h",
+        process,
+        sessions=["s1"],
+        stop_file=str(directory / "stop"),
+        announce=True,
+    )

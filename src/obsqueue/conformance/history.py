@@ -20,7 +20,9 @@ Value conventions (``Op.value``, JSON-serialisable):
   across the whole test and travels in the payload as ``payload["key"]``; ok ``{"message_id": int,
   "duplicate": bool}`` (a duplicate names an existing message: it is not a separate message).
 - ``deliver``: an instantaneous event (invoke + ok at one time), logged by the consumer when the
-  iterator yields: ``{"session", "key", "message_id", "attempt", "token", "lease_expires_at_ms"}``.
+  iterator yields: ``{"session", "message_session", "key", "message_id", "attempt", "token",
+  "lease_expires_at_ms"}`` — ``session`` is the session the consumer iterated,
+  ``message_session`` the one the delivered message says it belongs to (absent: the same).
 - ``ack`` (``mark_processed``): invoke ``{"session", "key", "message_id", "token"}``; ok ``{}``;
   fail ``{"error": "StaleClaimError: ..."}``.
 - ``fail`` (``mark_failed``): invoke as ``ack`` plus ``"retry": bool``; ok / fail as ``ack``.

@@ -1,44 +1,55 @@
-"""Turn pytest reports into the five outcomes per property and engine, and export them.
+"""Per test and per property: the outcomes of DESIGN.md §3, and the reason shown for each.
 
-Per test: pass, fail, unsupported (skipped with ``unsupported: …``), expected-fail (xfail), or
-unknown (skipped with ``unknown: …``, or any other skip). Per property, the worst news wins:
-fail > expected-fail > unknown > pass > unsupported, so one failing guarantee fails the property
-and a property is *unsupported* only when every one of its tests was.
+A test ends as pass, fail, unsupported (skipped with ``unsupported: …``: the engine lacks a
+capability it needs), expected-fail (it saw only the anomalies its engine's known limitation
+names), unknown (skipped with ``unknown: …``, or any other skip) or not-selected (deselected by
+``-k`` or ``--obsqueue-property``). A test that judged its anomalies per property
+(:meth:`TestRecord.judged`) has one outcome per property instead of one for all.
+
+Per property, the worst news wins: fail > expected-fail > unknown > partial > pass >
+unsupported. *partial* is a property some of whose tests passed while the others did not run
+(unsupported or not selected); its reason names them. A property is *pass* only when every one
+of its tests ran and held, *unsupported* only when none could run for want of a capability.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import pytest
-
-from obsqueue.conformance.properties import PROPERTIES
-from obsqueue.engines.base import ObservationQueueEngine
-from obsqueue.errors import redact_url
-from obsqueue.results import conformance_path, environment, write_results
+from typing import Any, Final
 
 __all__ = [
-    "Collector",
-    "EngineRun",
+    "RANK",
+    "UNTESTED",
     "TestRecord",
-    "extra_key",
-    "label_key",
-    "record_key",
+    "expectation_text",
     "property_outcome",
 ]
 
-record_key = pytest.StashKey["Collector"]()
-label_key = pytest.StashKey[str]()
-extra_key = pytest.StashKey[dict[str, Any]]()
+#: How bad the news is, per outcome of a test or a property.
+RANK: Final = {
+    "fail": 6,
+    "expected-fail": 5,
+    "unknown": 4,
+    "partial": 3,
+    "pass": 2,
+    "not-selected": 1,
+    "unsupported": 0,
+}
+#: Test outcomes that mean "this part of the property was not tested".
+UNTESTED: Final = frozenset({"unsupported", "not-selected"})
 
-_RANK = {"fail": 4, "expected-fail": 3, "unknown": 2, "pass": 1, "unsupported": 0}
+
+def expectation_text(expected: dict[str, list[str]], property_id: str) -> str:
+    """``lost > 0`` — the anomalies a known limitation is expected to show for a property."""
+    return " or ".join(f"{name} > 0" for name in expected.get(property_id, []))
 
 
 @dataclass
 class TestRecord:
+    """One suite test's outcome on one engine, with what it measured."""
+
+    __test__ = False  # not a test class, whatever pytest imports it into
+
     name: str
     properties: tuple[str, ...]
     outcome: str = "pass"
@@ -46,182 +57,84 @@ class TestRecord:
     duration_s: float = 0.0
     anomalies: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    #: the anomalies a known limitation of this engine run is expected to show, per property
+    expected: dict[str, list[str]] = field(default_factory=dict)
+    #: per property: the anomalies the test attributed to it (see ``judged``)
+    verdicts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def worsen(self, outcome: str, reason: str) -> None:
-        if _RANK[outcome] >= _RANK[self.outcome] or self.outcome == "pass":
+        if RANK[outcome] >= RANK[self.outcome] or self.outcome == "pass":
             self.outcome, self.reason = outcome, reason or self.reason
 
+    @property
+    def judged(self) -> bool:
+        return bool(self.verdicts)
 
-@dataclass
-class EngineRun:
-    label: str
-    url: str
-    engine_class: str
-    capabilities: list[str]
-    describe: dict[str, Any]
-    server: dict[str, Any] | None
-    tests: dict[str, TestRecord] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-
-
-def property_outcome(records: list[TestRecord]) -> tuple[str, str]:
-    """The outcome of one property from its tests' outcomes, and the reason shown for it."""
-    if not records:
-        return "unknown", "no test of this property ran"
-    worst = max(records, key=lambda r: _RANK[r.outcome]).outcome
-    if worst == "pass":
-        partial = [r for r in records if r.outcome == "unsupported"]
-        note = "; ".join(f"{r.name}: {r.reason}" for r in partial[:3])
-        return "pass", f"{sum(r.outcome == 'pass' for r in records)} passed" + (
-            f" ({len(partial)} not applicable: {note})" if partial else ""
-        )
-    deciding = [r for r in records if r.outcome == worst]
-    return worst, "; ".join(f"{r.name}: {r.reason}"[:500] for r in deciding[:3])
-
-
-class Collector:
-    """Collects per-test outcomes during a pytest session and writes results JSON at its end."""
-
-    def __init__(self) -> None:
-        self.runs: dict[str, EngineRun] = {}
-        self.seed: int | None = None
-
-    def engine(
-        self, label: str, spec: Any, cls: type[ObservationQueueEngine], server: Any
-    ) -> EngineRun:
-        if label not in self.runs:
-            self.runs[label] = EngineRun(
-                label=label,
-                url=redact_url(spec.url),
-                engine_class=f"{cls.__module__}.{cls.__qualname__}",
-                capabilities=sorted(c.value for c in cls.capabilities),
-                describe=_describe(spec),
-                server=server.describe() if server is not None else None,
+    def outcome_for(self, property_id: str) -> tuple[str, str]:
+        """This test's outcome and reason for one of its properties."""
+        if not self.judged or self.outcome in UNTESTED or property_id not in self.verdicts:
+            return self._plain(property_id)
+        seen = self.verdicts[property_id]
+        allowed = set(self.expected.get(property_id, []))
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(seen.items()))
+        if any(k not in allowed for k in seen):
+            return "fail", f"{self.name}: {property_id} anomalies {counts}" + (
+                f" (expected only {expectation_text(self.expected, property_id)})"
+                if allowed
+                else ""
             )
-        return self.runs[label]
+        if seen:
+            expected = expectation_text(self.expected, property_id)
+            return "expected-fail", f"{self.name}: expected {expected}, saw {counts}"
+        if self.outcome == "fail":  # the test failed on something other than its anomalies
+            return self.outcome, f"{self.name}: {self.reason}"
+        return "pass", self._held_note(property_id)
 
-    def has_records(self) -> bool:
-        return any(run.tests for run in self.runs.values())
+    def _plain(self, property_id: str) -> tuple[str, str]:
+        if self.outcome == "pass":
+            return "pass", self._held_note(property_id)
+        return self.outcome, f"{self.name}: {self.reason}"
 
-    def record(
-        self, item: pytest.Item, properties: tuple[str, ...], report: pytest.TestReport
-    ) -> None:
-        label = item.stash.get(label_key, None)
-        if label is None or label not in self.runs:
-            return
-        run = self.runs[label]
-        name = item.name
-        rec = run.tests.setdefault(name, TestRecord(name, tuple(properties)))
-        rec.duration_s += report.duration
-        extra = item.stash.get(extra_key, {})
-        rec.anomalies.update(extra.get("anomalies", {}))
-        rec.timings.update(extra.get("timings", {}))
-        outcome, reason = _classify(report)
-        if outcome is not None:
-            rec.worsen(outcome, reason)
+    def _held_note(self, property_id: str) -> str:
+        if property_id in self.expected:
+            expected = expectation_text(self.expected, property_id)
+            return f"{self.name}: expected {expected}, but it held in this run"
+        return ""
 
-    def matrix_lines(self) -> list[str]:
-        ids = [p.id for p in PROPERTIES]
-        width = max([len(label) for label in self.runs] + [6])
-        lines = [f"{'engine':<{width}} " + " ".join(f"{i:>5}" for i in ids)]
-        short = {
-            "pass": "pass",
-            "fail": "FAIL",
-            "unsupported": "unsup",
-            "expected-fail": "xfail",
-            "unknown": "unkn",
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "properties": list(self.properties),
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "duration_s": round(self.duration_s, 3),
+            "anomalies": self.anomalies,
+            "timings": self.timings,
+            "expected": self.expected,
+            "verdicts": self.verdicts,
         }
-        for label, run in self.runs.items():
-            cells = [short[self.property_results(run)[i]["outcome"]] for i in ids]
-            lines.append(f"{label:<{width}} " + " ".join(f"{c:>5}" for c in cells))
-        for label, run in self.runs.items():
-            for pid, res in self.property_results(run).items():
-                if res["outcome"] in ("fail", "unknown", "expected-fail"):
-                    lines.append(f"  {label} {pid} {res['outcome']}: {res['reason'][:300]}")
-        return lines
-
-    def property_results(self, run: EngineRun) -> dict[str, dict[str, Any]]:
-        results: dict[str, dict[str, Any]] = {}
-        for prop in PROPERTIES:
-            records = [r for r in run.tests.values() if prop.id in r.properties]
-            outcome, reason = property_outcome(records)
-            anomalies: dict[str, int] = {}
-            timings: dict[str, float] = {}
-            for r in records:
-                for key, count in r.anomalies.items():
-                    anomalies[key] = anomalies.get(key, 0) + count
-                timings.update({f"{r.name}.{k}": v for k, v in r.timings.items()})
-            results[prop.id] = {
-                "id": prop.id,
-                "title": prop.title,
-                "capability": prop.capability.value,
-                "outcome": outcome,
-                "reason": reason,
-                "anomalies": anomalies,
-                "timings": timings,
-                "tests": [r.name for r in records],
-            }
-        return results
-
-    def write(self, directory: Path) -> list[Path]:
-        paths = []
-        for label, run in self.runs.items():
-            body = {
-                "engine": label,
-                "url": run.url,
-                "engine_class": run.engine_class,
-                "capabilities": run.capabilities,
-                "versions": run.describe,
-                "server": run.server,
-                "environment": environment(),
-                "seed": self.seed,
-                # time spent in this engine's tests (setup, call, teardown), and the wall time
-                # from its first test to the end of the run (engines' tests interleave)
-                "duration_s": round(sum(r.duration_s for r in run.tests.values()), 3),
-                "span_s": round(time.monotonic() - run.started, 3),
-                "properties": list(self.property_results(run).values()),
-                "tests": [vars(r) for r in run.tests.values()],
-            }
-            paths.append(write_results(conformance_path(directory, label), "conformance", body))
-        return paths
 
 
-def _describe(spec: Any) -> dict[str, Any]:
-    try:
-        engine = spec.open()
-    except Exception as exc:  # the engine's own tests will report the failure
-        return {"error": f"{type(exc).__name__}: {exc}"}
-    try:
-        described: dict[str, Any] = engine.describe()
-        return described
-    finally:
-        engine.close()
-
-
-def _classify(report: pytest.TestReport) -> tuple[str | None, str]:
-    if hasattr(report, "wasxfail"):
-        if report.skipped:
-            return "expected-fail", str(report.wasxfail)
-        if report.passed and report.when == "call":
-            return "pass", f"expected to fail ({report.wasxfail}) but held in this run"
-    if report.skipped:
-        reason = _skip_reason(report)
-        for prefix in ("unsupported", "unknown"):
-            if reason.startswith(f"{prefix}:"):
-                return prefix, reason[len(prefix) + 1 :].strip()
-        return "unknown", reason
-    if report.failed:
-        return "fail", _failure_reason(report)
-    return ("pass", "") if report.when == "call" else (None, "")
-
-
-def _skip_reason(report: pytest.TestReport) -> str:
-    longrepr = report.longrepr
-    text = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
-    return text.removeprefix("Skipped: ")
-
-
-def _failure_reason(report: pytest.TestReport) -> str:
-    crash = getattr(report.longrepr, "reprcrash", None)
-    message = getattr(crash, "message", None) or str(report.longrepr)
-    return f"{report.when}: {message}".strip()[:1500]
+def property_outcome(property_id: str, records: list[TestRecord]) -> tuple[str, str, list[str]]:
+    """The outcome of one property from its tests, the reason shown for it, and the tests that
+    did not run (with why)."""
+    if not records:
+        return "unknown", "no test of this property ran", []
+    judged = [(r, *r.outcome_for(property_id)) for r in records]
+    untested = [
+        f"{r.name} ({outcome}: {r.reason})" for r, outcome, _ in judged if outcome in UNTESTED
+    ]
+    worst = max((o for _, o, _ in judged), key=RANK.__getitem__)
+    passed = [(r, reason) for r, o, reason in judged if o == "pass"]
+    if RANK[worst] > RANK["pass"]:
+        deciding = [reason for _, o, reason in judged if o == worst]
+        return worst, "; ".join(text[:500] for text in deciding[:3]), untested
+    notes = "; ".join(reason for _, reason in passed if reason)
+    if not passed:
+        if all(o == "unsupported" for _, o, _ in judged):
+            return "unsupported", judged[0][2], untested
+        return "unknown", "none of its tests was selected: " + "; ".join(untested[:3]), untested
+    summary = f"{len(passed)} passed" + (f" ({notes})" if notes else "")
+    if untested:
+        return "partial", f"{summary}; not tested: " + "; ".join(untested[:4]), untested
+    return "pass", summary, untested

@@ -28,7 +28,8 @@ from typing import Any
 
 import pytest
 
-from obsqueue.conformance.outcomes import Collector, EngineRun, extra_key, label_key, record_key
+from obsqueue.conformance.collector import Collector, EngineRun, label_key, record_key
+from obsqueue.conformance.recorder import Recorder
 from obsqueue.engines.base import Capability, ObservationQueueEngine
 from obsqueue.servers.resolve import ResolvedEngine
 
@@ -64,6 +65,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "stop would otherwise hang the run; needs pytest-timeout; default: %(default)s)",
     )
     group.addoption(
+        "--obsqueue-property",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run only the suite tests of this property (P1..P16; repeatable); the results "
+        "record the selection and are marked partial",
+    )
+    group.addoption(
         "--obsqueue-seed",
         default=None,
         type=int,
@@ -85,21 +94,84 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[record_key] = collector
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Seed the random fault points of each suite test from the run's seed and the test's id,
-    so ``--obsqueue-seed N`` repeats them."""
+    so ``--obsqueue-seed N`` repeats them; note its engine's label before any fixture runs."""
     if item.get_closest_marker(PROPERTY_MARK) is not None:
         random.seed(f"{item.config.stash[record_key].seed}:{item.nodeid}")
+        engine = _engine_of(item)
+        if engine is not None:
+            item.stash[label_key] = engine[0]
+
+
+def _engine_of(item: pytest.Item) -> tuple[str, str] | None:
+    """(label, url) of a test parametrized by ``--obsqueue-engine``, else None."""
+    callspec = getattr(item, "callspec", None)
+    url = callspec.params.get("obsqueue_engine_url") if callspec is not None else None
+    if url is None:
+        return None
+    urls = item.config.getoption("obsqueue_engine")
+    return (_labels(urls)[urls.index(url)] if url in urls else _labels([url])[0]), str(url)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give every suite test a hard time limit (SIGALRM in the main thread), unless it has one."""
+    """Keep only the tests of ``--obsqueue-property``; give every suite test a hard time limit
+    (SIGALRM in the main thread), unless it has one."""
+    _select_properties(config, items)
     seconds = config.getoption("obsqueue_test_timeout")
     if not seconds or not config.pluginmanager.hasplugin("timeout"):
         return
     for item in items:
         if item.get_closest_marker(PROPERTY_MARK) and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(seconds, method="signal"))
+
+
+def _select_properties(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted = {
+        p.strip().upper() for arg in config.getoption("obsqueue_property") for p in arg.split(",")
+    }
+    if not wanted:
+        return
+    from obsqueue.conformance.properties import property_by_id
+
+    for pid in wanted:
+        property_by_id(pid)  # an unknown id is an error that lists the known ones
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        marker = item.get_closest_marker(PROPERTY_MARK)
+        (drop if marker is not None and not wanted & set(marker.args) else keep).append(item)
+    if drop:
+        items[:] = keep
+        config.hook.pytest_deselected(items=drop)
+
+
+def _selection(config: pytest.Config) -> dict[str, Any]:
+    parts = {
+        "keyword": config.getoption("keyword", "") or None,
+        "markexpr": config.getoption("markexpr", "") or None,
+        "properties": sorted(config.getoption("obsqueue_property")) or None,
+    }
+    flags = {"keyword": "-k", "markexpr": "-m", "properties": "--obsqueue-property"}
+    described = [
+        f"{flags[k]} {v if isinstance(v, str) else ','.join(v)}" for k, v in parts.items() if v
+    ]
+    return {**parts, "description": " ".join(described) or "deselected by a plugin"}
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """Record suite tests left out by ``-k``, ``-m`` or ``--obsqueue-property``: their results
+    are then partial, and say so."""
+    for item in items:
+        marker = item.get_closest_marker(PROPERTY_MARK)
+        engine = _engine_of(item) if marker is not None else None
+        if marker is None or engine is None:
+            continue
+        collector = item.config.stash[record_key]
+        if not collector.selection:
+            collector.selection = _selection(item.config)
+        collector.not_selected(item.name, tuple(marker.args), *engine)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -224,10 +296,16 @@ def _obsqueue_gate(request: pytest.FixtureRequest) -> None:
     _expect_loss_without_durable_server(request)
 
 
+#: What a server without its durable configuration is expected to show after kill -9, per
+#: property: P4 loses acknowledged enqueues, P5 delivers acknowledged messages again.
+NON_DURABLE_SERVER_ANOMALIES: dict[str, list[str]] = {"P4": ["lost"], "P5": ["duplicated"]}
+
+
 def _expect_loss_without_durable_server(request: pytest.FixtureRequest) -> None:
     """A server run without its durable configuration may lose acknowledged writes when it is
-    killed: tests that need SERVER_CRASH_DURABLE are then expected to fail (a known limitation
-    shown in the matrix), and a pass is reported as such."""
+    killed: tests that need SERVER_CRASH_DURABLE then expect exactly the anomalies of
+    ``NON_DURABLE_SERVER_ANOMALIES`` (shown as expected-fail); any other is a failure, and a
+    run that loses nothing is reported as holding what was expected to fail."""
     needs = {cap for mark in request.node.iter_markers(REQUIRES_MARK) for cap in mark.args}
     if Capability.SERVER_CRASH_DURABLE not in needs:
         return
@@ -236,12 +314,12 @@ def _expect_loss_without_durable_server(request: pytest.FixtureRequest) -> None:
     except (pytest.FixtureLookupError, pytest.skip.Exception):
         return
     if target.server_durability != "durable":
-        request.applymarker(
-            pytest.mark.xfail(
-                reason=f"server persistence profile {target.server_durability!r} is not the "
-                "engine's durable configuration: kill -9 may lose acknowledged writes",
-                strict=False,
-            )
+        marker = request.node.get_closest_marker(PROPERTY_MARK)
+        properties = set(marker.args) if marker is not None else set()
+        Recorder(request.node).expect(
+            {p: a for p, a in NON_DURABLE_SERVER_ANOMALIES.items() if p in properties},
+            f"server persistence profile {target.server_durability!r} is not the engine's "
+            "durable configuration",
         )
 
 
@@ -256,20 +334,13 @@ def _engine_run(
     except pytest.skip.Exception:
         target = None
     label = target.label if target is not None else cls.scheme or cls.__name__
-    return collector.engine(label, spec, cls, target.server if target else None)
-
-
-class Recorder:
-    """What a suite test adds to its results: anomaly counts and timings."""
-
-    def __init__(self, item: pytest.Item) -> None:
-        self._extra = item.stash.setdefault(extra_key, {"anomalies": {}, "timings": {}})
-
-    def anomalies(self, counts: dict[str, int]) -> None:
-        self._extra["anomalies"].update({k: int(v) for k, v in counts.items() if v})
-
-    def timing(self, name: str, value: float) -> None:
-        self._extra["timings"][name] = round(float(value), 6)
+    return collector.engine(
+        label,
+        spec,
+        cls,
+        target.server if target else None,
+        target.server_durability if target else "durable",
+    )
 
 
 @pytest.fixture
@@ -285,7 +356,7 @@ def pytest_runtest_makereport(
     report = yield
     marker = item.get_closest_marker(PROPERTY_MARK)
     if marker is not None:
-        item.config.stash[record_key].record(item, marker.args, report)
+        item.config.stash[record_key].record(item, marker.args, report, _engine_of(item))
     return report
 
 

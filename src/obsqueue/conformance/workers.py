@@ -49,10 +49,12 @@ def _history(config: dict[str, Any]) -> HistoryWriter:
     return HistoryWriter(Path(config["history_dir"]), config["process"])
 
 
-def deliver_value(msg: PendingMessageWithId) -> dict[str, Any]:
+def deliver_value(msg: PendingMessageWithId, iterated: str | None = None) -> dict[str, Any]:
+    """The history value of a delivery; ``iterated`` is the session the consumer asked for."""
     claim = msg.claim
     return {
-        "session": msg.session_id,
+        "session": msg.session_id if iterated is None else iterated,
+        "message_session": msg.session_id,
         "key": msg.payload.get("key") if isinstance(msg.payload, dict) else None,
         "message_id": msg.id,
         "attempt": msg.attempt,
@@ -66,6 +68,7 @@ def produce(config: dict[str, Any]) -> None:
     engine = _open(config)
     history = _history(config)
     interval_s = float(config.get("interval_s", 0.0))
+    announced = False
     emit("ready")
     for i in range(int(config["count"])):
         for session in config["sessions"]:
@@ -83,6 +86,9 @@ def produce(config: dict[str, Any]) -> None:
             history.ok(
                 op, "enqueue", {"message_id": result.message_id, "duplicate": result.duplicate}
             )
+            if not announced:
+                emit("enqueued")  # the first enqueue returned: a kill from now on lands mid-stream
+                announced = True
         if interval_s:
             time.sleep(interval_s)
     emit("done")
@@ -114,9 +120,9 @@ def _consume_session(
     while not stop.is_set():
         try:
             for msg in engine.create_iterator(session, stop=stop):
-                history.event("deliver", deliver_value(msg))
+                history.event("deliver", deliver_value(msg, session))
                 if config.get("announce"):
-                    emit("delivered", **deliver_value(msg), at_ns=time.time_ns())
+                    emit("delivered", **deliver_value(msg, session), at_ns=time.time_ns())
                 if process_s:
                     time.sleep(process_s)
                 _ack(engine, history, msg)
@@ -173,7 +179,7 @@ def claim_and_hold(config: dict[str, Any]) -> None:
     if msg is None:
         emit("nothing")
         return
-    emit("claimed", **deliver_value(msg))
+    emit("claimed", **deliver_value(msg, config["session"]))
     for line in sys.stdin:
         command = line.strip()
         if command == "exit":

@@ -79,6 +79,9 @@ class Capability(enum.StrEnum):
     MULTI_PROCESS = "multi_process"  # the queue is shared by processes (P2/P3 across processes)
     DURABLE_ENQUEUE = "durable_enqueue"  # P4 survives SIGKILL of every client process
     SERVER_CRASH_DURABLE = "server_crash_durable"  # P4/P5 survive kill -9 + restart of the server
+    # the engine's durable configuration survives an OS crash / power loss (fsync before the
+    # reply); the suite cannot crash the OS, so results report it from configuration, untested
+    OS_CRASH_DURABLE = "os_crash_durable"
     DURABLE_PROCESSING = "durable_processing"  # P5
     STARTUP_RECOVERY = "startup_recovery"  # P6
     STALL_RECOVERY = "stall_recovery"  # P7

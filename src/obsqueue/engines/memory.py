@@ -3,7 +3,7 @@
 It keeps the whole contract in one process under one lock, so it serves as the conformance
 suite's model and drives the unit tests of the harness, reports and CLI with no server running.
 It cannot be shared by processes nor survive one, so it does not declare ``MULTI_PROCESS``,
-``DURABLE_ENQUEUE``, ``SERVER_CRASH_DURABLE`` or ``DURABLE_PROCESSING``.
+``DURABLE_ENQUEUE``, ``SERVER_CRASH_DURABLE``, ``OS_CRASH_DURABLE`` or ``DURABLE_PROCESSING``.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class MemoryEngine(ObservationQueueEngine):
         Capability.MULTI_PROCESS,
         Capability.DURABLE_ENQUEUE,
         Capability.SERVER_CRASH_DURABLE,
+        Capability.OS_CRASH_DURABLE,
         Capability.DURABLE_PROCESSING,
     }
 

@@ -55,8 +55,9 @@ def drain(
 ) -> list[PendingMessageWithId]:
     """Iterate ``session`` until ``expect`` messages came (acking each) or time runs out.
 
-    ``stop`` ends the wait at ``timeout_s``; ``idle_timeout`` is a backstop, so an engine whose
-    iterator ignores ``stop`` (a P13 failure, checked on its own) still lets other checks end."""
+    Every message must belong to ``session`` (else ``AssertionError``: misdelivered). ``stop``
+    ends the wait at ``timeout_s``; ``idle_timeout`` is a backstop, so an engine whose iterator
+    ignores ``stop`` (a P13 failure, checked on its own) still lets other checks end."""
     got: list[PendingMessageWithId] = []
     stop = threading.Event()
     timer = threading.Timer(timeout_s, stop.set)
@@ -64,6 +65,10 @@ def drain(
     timer.start()
     try:
         for msg in engine.create_iterator(session, stop=stop, idle_timeout=timeout_s):
+            assert msg.session_id == session, (
+                f"misdelivered: iterating session {session!r} yielded message {msg.id} "
+                f"({key_of(msg)}) of session {msg.session_id!r}"
+            )
             got.append(msg)
             if ack:
                 engine.mark_processed(msg)

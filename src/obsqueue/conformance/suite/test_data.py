@@ -32,6 +32,13 @@ PAYLOADS: dict[str, Any] = {
     "string_root": "just a string",
     "empty": {},
     "control_chars": {"s": 'tab\tnewline\nquote"backslash\\ bell\u0007 nul-free'},
+    # NUL in values and keys: an engine stores it faithfully (PostgreSQL text cannot hold it
+    # raw: the engine must escape it), never strips or truncates it
+    "nul": {"s": "before\u0000after", "k\u0000": "\u0000", "list": ["\u0000\u0000"]},
+    # characters outside the BMP (4 bytes in UTF-8, surrogate pairs in UTF-16 / JSON escapes)
+    "non_bmp": {"s": "\U0001d11e \U00010348 \U0001f004 \U0010ffff", "\U0001f600": ["\U0001f600"]},
+    # large and non-ASCII at once: 1 Mi characters, about 3 MiB of UTF-8
+    "large_non_ascii": {"blob": "\u00e9\u65e5\U0001f600\u05d0" * (256 * 1024)},
 }
 
 TIMESTAMPS = [0, 1, 1763800000123, 2**53 - 1]
@@ -52,7 +59,9 @@ class TestFidelity:
         payload = PAYLOADS[name]
         queue_engine.enqueue("s1", CS, PendingMessage("observation", "t1", payload, 1763800000123))
         msg = drain(queue_engine, "s1", 1)[0]
-        assert _exact(msg.payload) == _exact(payload)
+        assert _exact(msg.payload) == _exact(payload), (
+            f"payload changed: {_exact(msg.payload)[:200]}"
+        )
         assert msg.tool_use_id == "t1" and msg.kind == "observation"
         assert msg.content_session_id == CS and msg.session_id == "s1"
 
@@ -63,7 +72,8 @@ class TestFidelity:
             kind = "summarize" if i % 2 else "observation"
             queue_engine.enqueue("s1", CS, PendingMessage(kind, None, {"key": str(i)}, ts))  # type: ignore[arg-type]
         got = drain(queue_engine, "s1", len(TIMESTAMPS))
-        assert [m.original_timestamp for m in got] == TIMESTAMPS
+        stamps = [m.original_timestamp for m in got]
+        assert stamps == TIMESTAMPS, f"timestamps changed: {stamps}"
         assert [m.kind for m in got] == ["observation", "summarize"] * 2
         assert all(type(m.original_timestamp) is int for m in got)
 
@@ -107,7 +117,9 @@ class TestDepth:
         assert queue_engine.claim_next("s1") is not None  # in flight counts as queued
         raw = queue_engine.inspect_raw()
         live = [m for m in raw if m.status != "dead"]
-        assert queue_engine.get_pending_count("s1") == sum(m.session_id == "s1" for m in live) == 4
+        assert (
+            queue_engine.get_pending_count("s1") == sum(m.session_id == "s1" for m in live) == 4
+        ), "get_pending_count('s1') does not match the stored rows"
         assert queue_engine.get_pending_count("s2") == sum(m.session_id == "s2" for m in live) == 2
         assert queue_engine.get_pending_count("nobody") == 0
         assert queue_engine.get_total_queue_depth() == len(live) == 6
@@ -161,7 +173,8 @@ class TestClear:
         for i in range(4):
             queue_engine.enqueue("s1", CS, keyed(f"s1-{i}"))
             queue_engine.enqueue("s2", CS, keyed(f"s2-{i}"))
-        assert queue_engine.clear_pending_for_session("s1") == 4
+        cleared = queue_engine.clear_pending_for_session("s1")
+        assert cleared == 4, f"clear_pending_for_session('s1') removed {cleared}, not 4"
         assert queue_engine.get_pending_count("s1") == 0
         assert sorted(key_of(m) for m in queue_engine.inspect_raw()) == [
             f"s2-{i}" for i in range(4)

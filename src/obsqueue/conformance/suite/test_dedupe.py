@@ -23,7 +23,7 @@ class TestDedupe:
         duplicate=True, and adds nothing."""
         first = queue_engine.enqueue("s1", CS, keyed("a", "t1"))
         again = queue_engine.enqueue("s1", CS, keyed("a-again", "t1"))
-        assert again == EnqueueResult(first.message_id, duplicate=True)
+        assert again == EnqueueResult(first.message_id, duplicate=True), f"not a duplicate: {again}"
         assert first.duplicate is False
         assert raw_keys(queue_engine) == ["a"]
         assert queue_engine.get_pending_count("s1") == 1
@@ -69,6 +69,19 @@ class TestDedupe:
         other = queue_engine.enqueue("s1", "content-B", keyed("b", "t1"))
         assert other.duplicate is False
         assert sorted(raw_keys(queue_engine)) == ["a", "b"]
+
+    @guarantee("P3")
+    def test_same_key_from_another_session_is_a_duplicate(
+        self, queue_engine: ObservationQueueEngine
+    ) -> None:
+        """Dedupe is keyed on (content_session_id, tool_use_id), not on session_id: the same
+        key enqueued under another session id is a duplicate of the first."""
+        first = queue_engine.enqueue("s1", CS, keyed("a", "t1"))
+        again = queue_engine.enqueue("s2", CS, keyed("a-again", "t1"))
+        assert again == EnqueueResult(first.message_id, duplicate=True), (
+            f"same (content_session_id, tool_use_id) from session s2 was stored anew: {again}"
+        )
+        assert raw_keys(queue_engine) == ["a"]
 
     @guarantee("P3")
     def test_racing_threads_exactly_one_wins(self, queue_engine: ObservationQueueEngine) -> None:

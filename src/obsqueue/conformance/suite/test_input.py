@@ -83,7 +83,8 @@ class TestBadInput:
         with pytest.raises(InvalidMessageError) as info:
             queue_engine.enqueue(*args)
         assert field in str(info.value)
-        assert queue_engine.inspect_raw() == []
+        stored = queue_engine.inspect_raw()
+        assert stored == [], f"bad input was written: {stored}"
         assert queue_engine.get_total_queue_depth() == 0
         queue_engine.enqueue("s1", CS, GOOD)
         assert len(drain(queue_engine, "s1", 1)) == 1

@@ -6,10 +6,15 @@ import threading
 import time
 from pathlib import Path
 
-from obsqueue.conformance.faults import start_child
+from obsqueue.conformance.faults import ChildError, announcing_consumer, start_child
 from obsqueue.conformance.spec import EngineSpec
 from obsqueue.conformance.suite.scenarios import CS, check, drain, guarantee, key_of, keyed
-from obsqueue.engines.base import Capability, ObservationQueueEngine
+from obsqueue.engines.base import Capability, ObservationQueueEngine, PendingMessage
+
+#: The retry backoff of the backoff test: long enough to see a message overtake the head.
+BACKOFF_S = 0.6
+#: How long a waiting consumer may take to receive a session another consumer is done with.
+HANDOVER_S = 10.0
 
 __all__ = ["TestExclusiveSession", "TestFifo"]
 
@@ -24,7 +29,7 @@ class TestFifo:
         for key in keys:
             queue_engine.enqueue("s1", CS, keyed(key))
         got = [key_of(m) for m in drain(queue_engine, "s1", len(keys))]
-        assert got == keys
+        assert got == keys, f"delivered out of enqueue order: {got[:5]}..."
 
     @guarantee("P1")
     def test_interleaved_sessions_each_keep_their_order(
@@ -51,6 +56,43 @@ class TestFifo:
         again = drain(queue_engine, "s1", 2)
         assert [key_of(m) for m in again] == ["first", "second"]
         assert again[0].attempt == 2
+
+    @guarantee("P1")
+    def test_order_is_enqueue_order_not_timestamp_order(
+        self, queue_engine: ObservationQueueEngine
+    ) -> None:
+        """Given messages whose original_timestamp runs backwards, they come in enqueue order:
+        the producer's timestamp is data, not a sort key."""
+        for i in range(6):
+            message = PendingMessage("observation", None, {"key": f"m{i}"}, 1763800000000 - i)
+            queue_engine.enqueue("s1", CS, message)
+        got = [key_of(m) for m in drain(queue_engine, "s1", 6)]
+        assert got == [f"m{i}" for i in range(6)], f"delivered {got}, not in enqueue order"
+
+    @guarantee("P1", Capability.BOUNDED_RETRIES)
+    def test_session_waits_out_its_heads_retry_backoff(
+        self, obsqueue_engine_spec: EngineSpec
+    ) -> None:
+        """Given a head that failed with retry and a real backoff, nothing of its session is
+        delivered while the head waits; then the head comes back first, then the rest."""
+        with obsqueue_engine_spec.open(retry_backoff_s=BACKOFF_S) as engine:
+            for key in ("head", "next"):
+                engine.enqueue("s1", CS, keyed(key))
+            head = engine.claim_next("s1")
+            assert head is not None and key_of(head) == "head"
+            failed_at = time.monotonic()
+            engine.mark_failed(head, "transient", retry=True)
+            during = engine.claim_next("s1")
+            waited = time.monotonic() - failed_at
+            assert during is None or key_of(during) == "head", (
+                f"{key_of(during)!r} delivered {waited:.3f} s into the head's retry backoff: "
+                "FIFO broken during backoff"
+            )
+            if during is not None:
+                engine.mark_processed(during)
+            rest = [key_of(m) for m in drain(engine, "s1", 2 if during is None else 1)]
+            assert rest == (["head", "next"] if during is None else ["next"])
+            engine.destroy()
 
     @guarantee("P1", Capability.MULTI_PROCESS)
     def test_producer_and_consumer_processes_keep_order(
@@ -110,10 +152,12 @@ class TestExclusiveSession:
             queue_engine.enqueue("s1", CS, keyed(key))
         first = queue_engine.claim_next("s1", consumer_id="one")
         assert first is not None
-        assert queue_engine.claim_next("s1", consumer_id="two") is None
+        second = queue_engine.claim_next("s1", consumer_id="two")
+        assert second is None, f"second claim while the session is busy: {key_of(second)}"
         queue_engine.mark_processed(first)
         second = queue_engine.claim_next("s1", consumer_id="two")
-        assert second is not None and key_of(second) == "b"
+        assert second is not None
+        assert key_of(second) == "b"
 
     @guarantee("P2")
     def test_busy_session_does_not_hold_up_others(
@@ -126,6 +170,49 @@ class TestExclusiveSession:
         assert queue_engine.claim_next("s1") is not None
         other = queue_engine.claim_next("s2")
         assert other is not None and key_of(other) == "s2-a"
+
+    @guarantee("P2")
+    def test_consumer_is_handed_only_its_own_sessions_messages(
+        self, queue_engine: ObservationQueueEngine
+    ) -> None:
+        """Given messages in other sessions only, a consumer of session s1 gets nothing; once
+        s1 has one, it gets exactly that one."""
+        for s in ("s2", "s3"):
+            queue_engine.enqueue(s, CS, keyed(f"{s}-a"))
+        stray = queue_engine.claim_next("s1")
+        assert stray is None, (
+            f"misdelivered: a consumer of s1 was handed {key_of(stray)} of {stray.session_id}"
+        )
+        queue_engine.enqueue("s1", CS, keyed("s1-a"))
+        own = queue_engine.claim_next("s1")
+        assert own is not None and (key_of(own), own.session_id) == ("s1-a", "s1")
+
+    @guarantee("P2", Capability.MULTI_PROCESS)
+    def test_session_passes_to_a_waiting_consumer_while_the_first_stays_open(
+        self,
+        obsqueue_engine_spec: EngineSpec,
+        queue_engine: ObservationQueueEngine,
+        tmp_path: Path,
+    ) -> None:
+        """Given consumer A that acknowledged a message of s1 and stopped iterating, its engine
+        still open, and consumer B waiting on s1 in another process, B gets s1's next message:
+        a session is held by a message in flight, not by a consumer that once took one."""
+        queue_engine.enqueue("s1", CS, keyed("first"))
+        first = drain(queue_engine, "s1", 1)
+        assert [key_of(m) for m in first] == ["first"]
+        with announcing_consumer(obsqueue_engine_spec, tmp_path, "consumer-b") as b:
+            b.expect("ready")
+            queue_engine.enqueue("s1", CS, keyed("second"))
+            try:
+                got = b.expect("delivered", timeout_s=HANDOVER_S)
+            except ChildError:
+                got = None
+            (tmp_path / "stop").touch()
+        assert got is not None, (
+            f"no hand-over: consumer B got nothing within {HANDOVER_S} s while consumer A, "
+            "done with s1 but still open, kept the session"
+        )
+        assert got["key"] == "second"
 
     @guarantee("P2")
     def test_racing_threads_never_hold_one_session_together(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from obsqueue.conformance.faults import start_child
+from obsqueue.conformance.faults import claim_holder
 from obsqueue.conformance.plugin import Recorder
 from obsqueue.conformance.spec import EngineSpec
 from obsqueue.conformance.suite.scenarios import CS, drain, guarantee, key_of, keyed, raw_keys
@@ -17,6 +17,9 @@ from obsqueue.errors import StaleClaimError
 __all__ = ["TestFencing", "TestStallRecovery", "TestStartupRecovery"]
 
 LEASE_S = 1.0
+#: The lease of a holder that stays alive, and how early a take-over may be (clock granularity).
+HELD_LEASE_S = 3.0
+LEASE_TOLERANCE_S = 0.25
 
 
 class TestStartupRecovery:
@@ -30,7 +33,8 @@ class TestStartupRecovery:
         assert queue_engine.claim_next("s1") is not None
         assert queue_engine.reset_processing_to_pending("s1") == 1
         got = drain(queue_engine, "s1", 3)
-        assert [key_of(m) for m in got] == ["a", "b", "c"]
+        keys = [key_of(m) for m in got]
+        assert keys == ["a", "b", "c"], f"the reset message is not at its place: {keys}"
         assert got[0].attempt == 2
 
     @guarantee("P6")
@@ -70,14 +74,7 @@ class TestStartupRecovery:
         it, and the session drains in enqueue order."""
         for i in range(5):
             queue_engine.enqueue("s1", CS, keyed(f"m{i}"))
-        with start_child(
-            "claim_and_hold",
-            obsqueue_engine_spec,
-            tmp_path / "h",
-            "holder",
-            session="s1",
-            lease_s=300,
-        ) as holder:
+        with claim_holder(obsqueue_engine_spec, tmp_path, 300, "holder") as holder:
             claimed = holder.expect("claimed")
             holder.sigkill()
         assert claimed["key"] == "m0"
@@ -99,7 +96,7 @@ class TestStallRecovery:
         again = drain(queue_engine, "s1", 1, timeout_s=LEASE_S + 10)
         waited = time.monotonic() - started
         obsqueue_record.timing("redelivery_after_lease_s", waited)
-        assert [key_of(m) for m in again] == ["a"]
+        assert [key_of(m) for m in again] == ["a"], "not delivered again after its lease"
         assert again[0].attempt == 2
         assert waited >= LEASE_S * 0.8
 
@@ -126,19 +123,45 @@ class TestStallRecovery:
         the lease with attempt 2, then the rest in order."""
         for i in range(3):
             queue_engine.enqueue("s1", CS, keyed(f"m{i}"))
-        with start_child(
-            "claim_and_hold",
-            obsqueue_engine_spec,
-            tmp_path / "h",
-            "holder",
-            session="s1",
-            lease_s=LEASE_S,
-        ) as holder:
+        with claim_holder(obsqueue_engine_spec, tmp_path, LEASE_S, "holder") as holder:
             holder.expect("claimed")
             holder.sigkill()
         got = drain(queue_engine, "s1", 3, timeout_s=LEASE_S + 15)
         assert [key_of(m) for m in got] == ["m0", "m1", "m2"]
         assert got[0].attempt == 2
+
+    @guarantee("P7", Capability.MULTI_PROCESS)
+    def test_live_claim_of_another_process_is_not_taken_before_its_lease(
+        self,
+        obsqueue_engine_spec: EngineSpec,
+        queue_engine: ObservationQueueEngine,
+        tmp_path: Path,
+        obsqueue_record: Recorder,
+    ) -> None:
+        """Given a consumer process holding the head under a lease of HELD_LEASE_S, another
+        process cannot claim it before the lease ends, and can soon after: the lease is measured
+        on a clock every process shares."""
+        queue_engine.enqueue("s1", CS, keyed("a"))
+        time.sleep(1.0)  # this process's engine is older than the holder's
+        with claim_holder(obsqueue_engine_spec, tmp_path, HELD_LEASE_S, "holder") as holder:
+            holder.expect("claimed")
+            # the holder claimed before it said so: its lease ends by then + HELD_LEASE_S
+            lease_end_s = time.time() + HELD_LEASE_S
+            taken = None
+            while taken is None and time.time() < lease_end_s + 10:
+                taken = queue_engine.claim_next("s1")
+                if taken is None:
+                    time.sleep(0.02)
+            taken_at = time.time()
+            holder.send("exit")
+        assert taken is not None, "the message was not delivered again after its lease"
+        early_s = lease_end_s - taken_at
+        obsqueue_record.timing("taken_over_before_lease_end_s", early_s)
+        assert early_s < LEASE_TOLERANCE_S, (
+            f"taken over {early_s:.3f} s before the holder's lease ended: leases are measured "
+            "on clocks that differ between processes"
+        )
+        assert taken.attempt == 2
 
 
 class TestFencing:
@@ -185,14 +208,7 @@ class TestFencing:
         """Given a consumer process SIGSTOPped past its lease while another took the message
         over, the frozen one's ack after SIGCONT raises StaleClaimError in that process."""
         queue_engine.enqueue("s1", CS, keyed("a"))
-        with start_child(
-            "claim_and_hold",
-            obsqueue_engine_spec,
-            tmp_path / "h",
-            "frozen",
-            session="s1",
-            lease_s=LEASE_S,
-        ) as frozen:
+        with claim_holder(obsqueue_engine_spec, tmp_path, LEASE_S, "frozen") as frozen:
             frozen.expect("claimed")
             frozen.sigstop()
             new = drain(queue_engine, "s1", 1, ack=False, timeout_s=LEASE_S + 15)[0]

@@ -42,7 +42,8 @@ class TestBoundedRetries:
                 attempts.append(msg.attempt)
                 engine.mark_failed(msg, f"boom {msg.attempt}", retry=True)
             assert attempts == [1, 2, 3]
-            assert [key_of(m) for m in engine.list_dead("s1")] == ["poison"]
+            dead = [key_of(m) for m in engine.list_dead("s1")]
+            assert dead == ["poison"], f"not dead after max_attempts: list_dead says {dead}"
             assert engine.get_pending_count("s1") == 1
             assert [key_of(m) for m in drain(engine, "s1", 2, timeout_s=1.5)] == ["next"]
             assert [m.status for m in engine.inspect_raw()] == ["dead"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from obsqueue.conformance.faults import start_child
+from obsqueue.conformance.faults import announcing_consumer, start_child
 from obsqueue.conformance.plugin import EngineTarget, Recorder
 from obsqueue.conformance.spec import EngineSpec
 from obsqueue.conformance.suite.scenarios import CS, check, drain, keyed, wait_until
@@ -108,6 +108,7 @@ class TestServerCrash:
             with spec.open() as probe:
                 backlog = probe.get_total_queue_depth()
             obsqueue_record.timing("backlog_at_kill", backlog)
+            assert backlog > 0, "the consumer had caught up before the kill: nothing to lose"
             server.kill9()
             down_at = time.monotonic()
             time.sleep(0.5)
@@ -120,17 +121,26 @@ class TestServerCrash:
                 consumer.expect("done", timeout_s=30)
                 result = check(history, engine)
                 engine.destroy()
-        obsqueue_record.anomalies(result.anomalies())
         obsqueue_record.timing("messages", result.messages)
         assert recovered, "the queue did not drain after the restart"
-        assert result.valid(), result.to_json()
+        found = result.anomalies()
+        obsqueue_record.judge(
+            {
+                # P5: an acknowledged message delivered again; P4: everything else — enqueues
+                # lost or invented, the backlog out of order, a session held twice
+                "P5": {k: v for k, v in found.items() if k == "duplicated"},
+                "P4": {k: v for k, v in found.items() if k != "duplicated"},
+            },
+            result.to_json(),
+        )
 
-    @pytest.mark.obsqueue_property("P10")
+    @pytest.mark.obsqueue_property("P10", "P4")
     @pytest.mark.requires(Capability.SERVER_CRASH_DURABLE, Capability.FIDELITY)
     def test_payloads_survive_kill9_and_restart_exactly(
-        self, owned_server: tuple[EngineSpec, ServerHandle]
+        self, owned_server: tuple[EngineSpec, ServerHandle], obsqueue_record: Recorder
     ) -> None:
-        """Payloads and timestamps enqueued before a server kill -9 come back exactly after."""
+        """Payloads and timestamps enqueued before a server kill -9 come back exactly after
+        (P10); none is missing (P4)."""
         spec, server = owned_server
         names = sorted(PAYLOADS)
         with spec.open() as engine:
@@ -141,12 +151,18 @@ class TestServerCrash:
         server.kill9()
         server.start()
         with spec.open() as engine:
-            got = drain(engine, "s1", len(names), timeout_s=30)
-            assert [_exact(m.payload) for m in got] == [_exact(PAYLOADS[n]) for n in names]
-            assert [m.original_timestamp for m in got] == [
-                1763800000000 + i for i in range(len(names))
-            ]
+            stored = len(engine.inspect_raw())  # the backdoor: what survived, delivered or not
+            got = drain(engine, "s1", stored, timeout_s=30) if stored else []
             engine.destroy()
+        sent = {1763800000000 + i: _exact(PAYLOADS[n]) for i, n in enumerate(names)}
+        changed = [
+            m.original_timestamp for m in got if sent.get(m.original_timestamp) != _exact(m.payload)
+        ]
+        obsqueue_record.judge(
+            {"P10": {"changed": len(changed)}, "P4": {"lost": len(names) - len(got)}},
+            f"changed or unknown timestamps {changed}",
+        )
+        assert [m.original_timestamp for m in got] == sorted(m.original_timestamp for m in got)
 
     @pytest.mark.obsqueue_property("P9")
     @pytest.mark.requires(Capability.MULTI_PROCESS)
@@ -159,15 +175,7 @@ class TestServerCrash:
         """Given a consumer process blocked in the iterator when the server restarts under it,
         a message enqueued after the restart still reaches it."""
         spec, server = owned_server
-        with start_child(
-            "consume",
-            spec,
-            tmp_path / "h",
-            "consumer",
-            sessions=["s1"],
-            stop_file=str(tmp_path / "stop"),
-            announce=True,
-        ) as consumer:
+        with announcing_consumer(spec, tmp_path, "consumer") as consumer:
             consumer.expect("ready")
             time.sleep(0.3)
             server.kill9()

@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from obsqueue.conformance.faults import start_child
+from obsqueue.conformance.faults import announcing_consumer
 from obsqueue.conformance.plugin import Recorder
 from obsqueue.conformance.spec import EngineSpec
 from obsqueue.conformance.suite.scenarios import CS, guarantee, key_of, keyed
@@ -23,6 +23,13 @@ WAKEUP_BOUND_S = 1.0
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bound_broken(latencies_s: list[float]) -> bool:
+    """True once so many of SAMPLES samples are over the bound that the p99 cannot be under it:
+    the test then stops sampling (a slow engine fails on its latency, not on the time limit)."""
+    allowed = SAMPLES - 1 - round(0.99 * (SAMPLES - 1))
+    return sum(x >= WAKEUP_BOUND_S for x in latencies_s) > allowed
 
 
 def _record(obsqueue_record: Recorder, latencies_s: list[float]) -> tuple[float, float]:
@@ -47,15 +54,7 @@ class TestWakeup:
         """Given a consumer process blocked in the iterator on an idle queue, each new message
         reaches it fast: p99 below 1 s from enqueue to delivery (p50/p99 go to the results)."""
         latencies: list[float] = []
-        with start_child(
-            "consume",
-            obsqueue_engine_spec,
-            tmp_path / "h",
-            "consumer",
-            sessions=["s1"],
-            stop_file=str(tmp_path / "stop"),
-            announce=True,
-        ) as consumer:
+        with announcing_consumer(obsqueue_engine_spec, tmp_path, "consumer") as consumer:
             consumer.expect("ready")
             time.sleep(0.5)
             for i in range(SAMPLES):
@@ -65,10 +64,12 @@ class TestWakeup:
                 got = consumer.expect("delivered", timeout_s=10)
                 assert got["key"] == f"w{i}"
                 latencies.append((got["at_ns"] - sent_ns) / 1e9)
+                if bound_broken(latencies):
+                    break
             (tmp_path / "stop").touch()
             consumer.expect("done")
         _, p99 = _record(obsqueue_record, latencies)
-        assert p99 < WAKEUP_BOUND_S, f"wakeup p99 {p99:.3f} s"
+        assert p99 < WAKEUP_BOUND_S, f"wakeup p99 {p99:.3f} s is not below {WAKEUP_BOUND_S} s"
 
     @guarantee("P9")
     def test_consumer_thread_wakes_fast(
@@ -96,11 +97,13 @@ class TestWakeup:
                 queue_engine.enqueue("s1", CS, keyed(f"w{i}"))
                 assert arrived.acquire(timeout=10)
                 latencies.append((arrivals[f"w{i}"] - sent) / 1e9)
+                if bound_broken(latencies):
+                    break
         finally:
             stop.set()
             thread.join(timeout=5)
         _, p99 = _record(obsqueue_record, latencies)
-        assert p99 < WAKEUP_BOUND_S
+        assert p99 < WAKEUP_BOUND_S, f"wakeup p99 {p99:.3f} s is not below {WAKEUP_BOUND_S} s"
 
 
 class TestStopAndIdle:
