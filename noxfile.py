@@ -39,8 +39,9 @@ DEV = [
 SHIPPED = Path(__file__).parent / "src" / "obsqueue" / "conformance" / "shipped_engines.toml"
 ENGINES = [entry["url"] for entry in tomllib.loads(SHIPPED.read_text())["engine"]]
 
-#: Engines in node/, over the process protocol (docs/process-protocol.md); they need Node.js.
-NODE_ENGINES = ["exec+bullmq-node+redis://", "exec+bee-queue+redis://", "exec+example://"]
+#: The shipped engines in node/ (``exec+…``, over the process protocol, docs/process-protocol.md)
+#: need Node.js.
+NODE_ENGINES = [url for url in ENGINES if url.startswith("exec+")]
 NODE_DIR = Path(__file__).parent / "node"
 
 
@@ -65,7 +66,9 @@ def install(session: nox.Session, *extra: str) -> None:
 
 def engines() -> list[str]:
     """Every engine to run by default: the Python ones, and the Node ones where Node.js is."""
-    return ENGINES + NODE_ENGINES if shutil.which("node") else ENGINES
+    if shutil.which("node"):
+        return ENGINES
+    return [url for url in ENGINES if url not in NODE_ENGINES]
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -42,7 +42,7 @@ const { connect, backend, lifecycle, serverDurability, versionOf, withDeadline }
 
 const HANDOFF_WAIT_MS = 1000;
 const CAPABILITIES = [
-  'fifo', 'multi_process', 'durable_enqueue', 'server_crash_durable', 'durable_processing',
+  'fifo', 'multi_process', 'durable_enqueue', 'server_crash_durable', 'os_crash_durable', 'durable_processing',
   'stall_recovery', 'fast_wakeup', 'fidelity', 'depth', 'clear', 'stop_and_idle',
   'input_validation', 'bounded_retries', 'close',
 ];

@@ -29,7 +29,7 @@ const { connect, backend, lifecycle, serverDurability, versionOf } = require('..
 // hold. The deduplication option is still used: within a session it holds.
 const CAPABILITIES = [
   'fifo', 'exclusive_session', 'multi_process', 'durable_enqueue',
-  'server_crash_durable', 'durable_processing', 'startup_recovery', 'stall_recovery', 'fencing',
+  'server_crash_durable', 'os_crash_durable', 'durable_processing', 'startup_recovery', 'stall_recovery', 'fencing',
   'fast_wakeup', 'fidelity', 'depth', 'clear', 'stop_and_idle', 'input_validation',
   'bounded_retries', 'close',
 ];

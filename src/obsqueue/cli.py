@@ -31,6 +31,9 @@ engine URLs:
   postgresql://user@host/db   PostgreSQL (FOR UPDATE SKIP LOCKED)
   redis://host:6379/0         native Redis engine (Lua scripts)
   rq+redis://…  dramatiq+redis://…  dramatiq+amqp://…  huey+redis://…  huey+sqlite:///…
+  bullmq+redis://…            BullMQ's Python package (a queue per session)
+  exec+bullmq-node+redis://…  exec+bee-queue+redis://…  exec+example://
+                              Node.js engines over the process protocol (docs/process-protocol.md)
 
 A URL without a host asks obsqueue for the server: $OBSQUEUE_POSTGRES_URL, $OBSQUEUE_REDIS_URL
 or $OBSQUEUE_AMQP_URL if set, else a throwaway server started from the installed binaries on a

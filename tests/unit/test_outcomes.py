@@ -108,6 +108,15 @@ def test_declared_expected_fail_must_show_only_its_anomaly() -> None:
     assert "saw ['lost']" in mismatches(doc(P1="pass", P4="expected-fail"), other)[0]
 
 
+def test_a_defect_caught_in_some_runs_may_also_pass_but_nothing_else() -> None:
+    expect = {"P4": Expectation("fail", (), "why", also_passes=True)}
+    assert mismatches(doc(P1="pass", P4="fail"), expect) == []
+    assert mismatches(doc(P1="pass", P4="pass"), expect) == []
+    assert mismatches(doc(P1="pass", P4="expected-fail"), expect) != []
+    strict = {"P4": Expectation("fail", (), "why")}
+    assert mismatches(doc(P1="pass", P4="pass"), strict) != []
+
+
 def test_a_partial_run_never_matches() -> None:
     partial = {**doc(P1="pass", P4="unsupported"), "complete": False}
     assert mismatches(partial) == ["e: not a complete run"]

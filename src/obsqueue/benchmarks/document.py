@@ -20,7 +20,7 @@ import jsonschema
 from obsqueue.benchmarks.rounds import RoundsResult
 from obsqueue.benchmarks.workload import Workload
 from obsqueue.errors import ObsqueueError, redact_url
-from obsqueue.results import SCHEMA_VERSIONS, environment, safe_label, write_results
+from obsqueue.results import SCHEMA_VERSION, environment, safe_label, write_results
 
 __all__ = [
     "BENCH_SCHEMA_VERSION",
@@ -32,7 +32,7 @@ __all__ = [
     "write_document",
 ]
 
-BENCH_SCHEMA_VERSION = SCHEMA_VERSIONS["benchmark"]
+BENCH_SCHEMA_VERSION = SCHEMA_VERSION
 SCHEMA_FILE = "bench-result-v2.json"
 
 

@@ -1,30 +1,24 @@
-"""The engine URLs ``obsqueue scorecard`` runs when given none: every registered engine.
+"""The engine URLs ``obsqueue scorecard`` runs when given none: the shipped engines.
 
-One URL per engine class in the registry (an alias such as ``postgres://`` for the class of
-``postgresql://`` is skipped), in the registry's order, with no host or file so that obsqueue
-provides the server or the file; the native Redis engine also on each non-durable server
-profile, so the scorecard shows what those profiles lose and gain.
+They come from the one list CI and ``nox -s conformance`` run too,
+``conformance/shipped_engines.toml`` (the native Redis engine also on its non-durable server
+profiles, so the scorecard shows what those profiles lose and gain). The Node.js engines are
+left out where no ``node`` is on PATH: they would only read *unavailable*.
 """
 
 from __future__ import annotations
 
-from obsqueue.engines import registered_engines
-from obsqueue.servers.redis import REDIS_PROFILES
+import shutil
 
-__all__ = ["PROFILED", "engine_urls"]
+from obsqueue.conformance.declared import shipped_engines
 
-#: Schemes that also run on their server's non-durable profiles.
-PROFILED = {"redis": REDIS_PROFILES}
+__all__ = ["engine_urls"]
 
 
 def engine_urls() -> list[str]:
-    urls, seen = [], set()
-    for scheme, entry in registered_engines().items():
-        if entry.target in seen:
-            continue
-        seen.add(entry.target)
-        urls.append(f"{scheme}://")
-        for profile in PROFILED.get(scheme, {}):
-            if profile != "durable":
-                urls.append(f"{scheme}://?server_durability={profile}")
-    return urls
+    have_node = shutil.which("node") is not None
+    return [
+        engine.url
+        for engine in shipped_engines()
+        if have_node or not engine.url.startswith("exec+")
+    ]

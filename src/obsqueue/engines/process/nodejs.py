@@ -52,6 +52,7 @@ _ALL_BUT_DURABILITY = frozenset(Capability) - {
     Capability.MULTI_PROCESS,
     Capability.DURABLE_ENQUEUE,
     Capability.SERVER_CRASH_DURABLE,
+    Capability.OS_CRASH_DURABLE,
     Capability.DURABLE_PROCESSING,
 }
 
