@@ -4,9 +4,9 @@ By default a property must be *pass* or *partial* when the engine declares its c
 (partial: only parts the engine's other capabilities rule out went untested) and *unsupported*
 when it does not. An expectation replaces the default for one property: ``expected-fail`` with
 the anomalies a known limitation may show (nothing else, and not a pass: a limitation that stops
-showing is news too), or ``fail`` with a text its reason must contain (a known, reported defect). ``also_passes``
-marks a defect the suite's random faults catch in some runs and not in others (a pass is then
-accepted too, never any other outcome).
+showing is news too), or ``fail`` with a text its reason must contain (a known, reported defect).
+``also_passes`` marks a defect the suite's random faults catch in some runs and not in others (a
+pass is then accepted too, never any other outcome).
 
 ``shipped_engines()`` reads ``shipped_engines.toml``: the engines this project ships, with their
 expectations — the one list CI, ``nox -s conformance`` and the scorecard run.
