@@ -26,8 +26,10 @@ import redis
 from huey import RedisHuey, SqliteHuey
 
 from obsqueue.engines.base import PendingMessage
-from obsqueue.engines.huey.engine import HueyRedisEngine, HueySqliteEngine, huey_name
+from obsqueue.engines.huey.engine import huey_name
 from obsqueue.engines.huey.glue import take
+from obsqueue.engines.huey.redis_engine import HueyRedisEngine
+from obsqueue.engines.huey.sqlite_engine import HueySqliteEngine
 from obsqueue.engines.tasks import record_observation
 from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError
 from obsqueue.servers.base import free_port

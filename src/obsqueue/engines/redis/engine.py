@@ -64,26 +64,20 @@ from typing import Any, ClassVar
 
 import redis
 
-from obsqueue.engines.base import (
+from obsqueue.engines.base import ObservationQueueEngine
+from obsqueue.engines.options import MAX_CONNECTIONS, SOCKET_TIMEOUT_S, to_ms
+from obsqueue.engines.redis.link import RedisLink, claim_token, scan_keys, storable, unlink_matching
+from obsqueue.engines.types import (
     Capability,
     Claim,
     EnqueueResult,
-    ObservationQueueEngine,
     PendingMessage,
     PendingMessageWithId,
     RawMessage,
-    decode_payload,
+    delivered,
+    stored,
 )
-from obsqueue.engines.redis.link import (
-    RedisLink,
-    claim_token,
-    scan_keys,
-    socket_timeout,
-    storable,
-    to_ms,
-    unlink_matching,
-)
-from obsqueue.errors import InvalidMessageError, StaleClaimError
+from obsqueue.errors import InvalidMessageError, stale_claim
 
 __all__ = ["RedisEngine"]
 
@@ -103,20 +97,17 @@ class RedisEngine(ObservationQueueEngine):
         self,
         url: str,
         *,
-        socket_timeout_s: float = 10.0,
-        max_connections: int = 512,
+        socket_timeout_s: float = SOCKET_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
         **options: Any,
     ) -> None:
         super().__init__(url, **options)
-        timeout_s = socket_timeout(socket_timeout_s, allow_bool=True)
         self._prefix = "{" + self.options.namespace + "}:"
-        self._link = RedisLink(
+        self._link = RedisLink.for_engine(
+            self,
             url,
-            shown_url=url,
-            connect_timeout_s=self.options.connect_timeout_s,
-            socket_timeout_s=timeout_s,
+            socket_timeout_s=socket_timeout_s,
             max_connections=max_connections,
-            check_open=self._check_open,
             decode_responses=True,
         )
         self._redis: redis.Redis[str] = self._link.client
@@ -175,7 +166,7 @@ class RedisEngine(ObservationQueueEngine):
     def _mark_processed(self, msg: PendingMessageWithId) -> None:
         token = claim_token(msg)
         if not self._run("ack", [self._key("m:", msg.id)], [self._prefix, msg.id, token]):
-            raise _stale(msg)
+            raise stale_claim(msg)
 
     def _mark_failed(self, msg: PendingMessageWithId, reason: str, retry: bool) -> None:
         args = [
@@ -188,14 +179,14 @@ class RedisEngine(ObservationQueueEngine):
             self.options.max_attempts,
         ]
         if not self._run("fail", [self._key("m:", msg.id)], args):
-            raise _stale(msg)
+            raise stale_claim(msg)
 
     def _extend_lease(self, msg: PendingMessageWithId, lease_s: float) -> Claim:
         script = self._scripts["extend"]
         keys, args = [self._key("m:", msg.id)], [claim_token(msg), to_ms(lease_s)]
         reply = self._link.call(lambda: script(keys=keys, args=args), repeatable=True)
         if reply is None:
-            raise _stale(msg)
+            raise stale_claim(msg)
         return Claim(int(claim_token(msg)), int(reply[0]), reply[1] or "")
 
     def _pending_count(self, session_id: str) -> int:
@@ -268,43 +259,15 @@ def _utf8(field: str, value: str) -> str:
     return value
 
 
-def _stale(msg: PendingMessageWithId) -> StaleClaimError:
-    token = msg.claim.token if msg.claim is not None else None
-    return StaleClaimError(
-        f"message {msg.id} is no longer held by claim {token}: its lease expired and it was "
-        "delivered again, or it was reset; do not acknowledge it"
-    )
-
-
 def _delivered(reply: list[Any], session_id: str) -> PendingMessageWithId:
-    message_id, attempt, token, lease, kind, tool_use_id, payload, ts, csid, enq, who = reply
-    return PendingMessageWithId(
-        kind=kind,
-        tool_use_id=tool_use_id,
-        payload=decode_payload(payload),
-        original_timestamp=int(ts),
-        id=int(message_id),
-        session_id=session_id,
-        content_session_id=csid,
-        attempt=int(attempt),
-        claim=Claim(int(token), int(lease), who),
-        enqueued_at_ms=int(enq),
-    )
+    mid, attempt, token, lease, kind, tool_use_id, payload, ts, csid, enq, who = reply
+    claim = (token, lease, who)
+    return delivered(mid, session_id, csid, kind, tool_use_id, payload, ts, attempt, claim, enq)
 
 
 def _raw(message_id: int, h: dict[str, str], payload: str) -> RawMessage:
     token = h.get("token")
-    return RawMessage(
-        id=message_id,
-        session_id=h["session"],
-        content_session_id=h["content_session"],
-        kind=h["kind"],
-        tool_use_id=h.get("tool_use_id"),
-        payload=decode_payload(payload),
-        original_timestamp=int(h["original_timestamp"]),
-        status=h["status"],  # type: ignore[arg-type]
-        attempt=int(h["attempt"]),
-        claim_token=None if token is None else int(token),
-        lease_expires_at_ms=None if token is None else int(h["lease_expires_at"]),
-        last_error=h.get("last_error"),
-    )
+    claim = (token, None if token is None else h["lease_expires_at"])
+    fields = h["session"], h["content_session"], h["kind"], h.get("tool_use_id")
+    ts, status, attempt = h["original_timestamp"], h["status"], h["attempt"]
+    return stored(message_id, *fields, payload, ts, status, attempt, claim, h.get("last_error"))
