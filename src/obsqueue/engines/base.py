@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, Self, Unpack
 
 from obsqueue.engines.options import CommonOptions, EngineOptions, positive_seconds
+from obsqueue.engines.records import decode_payload
 from obsqueue.engines.types import (
     KINDS,
     MAX_ID_CHARS,
@@ -50,7 +51,6 @@ from obsqueue.engines.types import (
     PendingMessageWithId,
     RawMessage,
     SessionId,
-    decode_payload,
     now_ms,
 )
 from obsqueue.engines.validate import (

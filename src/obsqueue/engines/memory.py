@@ -13,19 +13,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from obsqueue.engines.base import ObservationQueueEngine
-from obsqueue.engines.types import (
-    Capability,
-    Claim,
-    EnqueueResult,
-    MessageStatus,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-    delivered,
-    now_ms,
-    stored,
-)
+from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId, RawMessage, now_ms
+from obsqueue.engines.records import delivered, stored
+from obsqueue.engines.types import Capability, Claim, EnqueueResult, MessageStatus, PendingMessage
 from obsqueue.errors import stale_claim
 
 __all__ = ["MemoryEngine"]

@@ -9,13 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from obsqueue.engines.types import (
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-    delivered,
-    stored,
-)
+from obsqueue.engines.records import delivered, stored
+from obsqueue.engines.types import PendingMessage, PendingMessageWithId, RawMessage
 
 __all__ = ["delivered_envelope", "observation_envelope", "record_observation", "stored_envelope"]
 

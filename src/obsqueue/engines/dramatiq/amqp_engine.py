@@ -71,7 +71,7 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any, ClassVar
@@ -82,24 +82,20 @@ import dramatiq.errors
 import pika
 import pika.exceptions
 from dramatiq.broker import MessageProxy
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import xq_name
 from dramatiq.message import Message
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from obsqueue.engines import tasks
-from obsqueue.engines.base import ObservationQueueEngine
-from obsqueue.engines.options import positive_seconds, to_ms
-from obsqueue.engines.types import (
-    Capability,
-    Claim,
-    EnqueueResult,
-    MessageStatus,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-    now_ms,
+from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId, RawMessage, now_ms
+from obsqueue.engines.dramatiq.queues import (
+    SingleActiveBroker,
+    amqp_queue_name,
+    message_count,
+    snapshot,
 )
+from obsqueue.engines.options import positive_seconds, to_ms
+from obsqueue.engines.types import Capability, Claim, EnqueueResult, MessageStatus, PendingMessage
 from obsqueue.errors import EngineUnavailableError, redact_url, stale_claim
 
 __all__ = ["DramatiqAmqpEngine", "amqp_queue_name"]
@@ -108,29 +104,12 @@ _STALE_HERE = (
     "it is not held in this engine (reset, or its connection to RabbitMQ was lost and "
     "RabbitMQ requeued it)"
 )
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _AMQP_ERRORS = (
     dramatiq.errors.ConnectionClosed,
     pika.exceptions.AMQPError,
     AMQPConnectorException,  # pika's connection workflow (e.g. a handshake timeout)
     OSError,
 )
-
-
-def amqp_queue_name(namespace: str, session_id: str) -> str:
-    """The session's Dramatiq queue: ``obsq-<ns>-s_<id>`` for a safe id, else ``x_<hex>``."""
-    if len(session_id) <= 150 and set(session_id) <= _SAFE:
-        return f"obsq-{namespace}-s_{session_id}"
-    return f"obsq-{namespace}-x_{session_id.encode('utf-8').hex()[:200]}"
-
-
-class _SingleActiveBroker(RabbitmqBroker):
-    """Dramatiq's broker, with ``x-single-active-consumer`` added to its queue arguments."""
-
-    def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
-        arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)  # type: ignore[no-untyped-call]
-        arguments["x-single-active-consumer"] = True
-        return arguments
 
 
 @dataclass
@@ -187,7 +166,7 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
         self._registry = f"obsq-{self._ns}.__queues__"
         with self._boundary("connect"):
             pika.BlockingConnection(pika.URLParameters(self._amqp_url)).close()
-        self._broker = _SingleActiveBroker(url=self._amqp_url, confirm_delivery=True, middleware=[])
+        self._broker = SingleActiveBroker(url=self._amqp_url, confirm_delivery=True, middleware=[])
         self._actor: dramatiq.Actor[Any, Any] = dramatiq.actor(
             broker=self._broker, actor_name="record_observation", queue_name="obsq"
         )(tasks.record_observation)
@@ -363,19 +342,9 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
 
     def _ready(self, queue: str) -> int:
         """Ready messages of a queue (0 if it does not exist), by a passive declare."""
-        return self._message_count(lambda: self._broker.channel.queue_declare(queue, passive=True))
-
-    def _message_count(self, op: Callable[[], Any]) -> int:
-        """The ``message_count`` a queue method answers, or 0 when the queue does not exist
-        (RabbitMQ then closes the channel, and Dramatiq opens a new one on next use)."""
-        try:
-            ok = op()
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            del self._broker.channel
-            if exc.reply_code == 404:
-                return 0
-            raise
-        return int(ok.method.message_count)
+        return message_count(
+            self._broker, lambda: self._broker.channel.queue_declare(queue, passive=True)
+        )
 
     def _pending_count(self, session_id: str) -> int:
         st = self._session(session_id)
@@ -394,7 +363,9 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
             if st.proxy is not None and st.token is None:
                 self._drop_consumer(st)  # prefetched or waiting to retry: pending, give it back
             with self._boundary("clear"):
-                return self._message_count(lambda: self._broker.channel.queue_purge(st.queue))
+                return message_count(
+                    self._broker, lambda: self._broker.channel.queue_purge(st.queue)
+                )
 
     def _reset_processing(self, session_id: str | None) -> int:
         moved = 0
@@ -427,37 +398,19 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
 
     def _queues(self) -> set[str]:
         """Queue names from the registry (read and put back) and this engine's own."""
-        names = {raw.decode() for raw, _redelivered in self._snapshot(self._registry)}
+        names = {raw.decode() for raw, _redelivered in snapshot(self._broker, self._registry)}
         with self._lock:
             self._known |= names
             return set(self._known)
-
-    def _snapshot(self, queue: str) -> list[tuple[bytes, bool]]:
-        """Every ready message body of ``queue``; closing the channel requeues them in place."""
-        channel = self._broker.connection.channel()
-        bodies: list[tuple[bytes, bool]] = []
-        try:
-            while True:
-                method, _props, body = channel.basic_get(queue, auto_ack=False)
-                if method is None:
-                    break
-                bodies.append((body, bool(method.redelivered)))
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code != 404:
-                raise
-            return []
-        with contextlib.suppress(pika.exceptions.AMQPError):
-            channel.close()
-        return bodies
 
     def inspect_raw(self) -> list[RawMessage]:
         self._check_open()
         rows: list[RawMessage] = []
         with self._boundary("inspect"):
             for queue in sorted(self._queues()):
-                for body, _ in self._snapshot(queue):
+                for body, _ in snapshot(self._broker, queue):
                     rows.append(self._raw(Message.decode(body), "pending", 0))
-                for body, _ in self._snapshot(xq_name(queue)):
+                for body, _ in snapshot(self._broker, xq_name(queue)):
                     rows.append(self._raw(Message.decode(body), "dead", 0))
         for st in self._all_sessions():
             proxy = st.proxy

@@ -85,8 +85,10 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
 
 from obsqueue.engines import tasks
-from obsqueue.engines.base import ObservationQueueEngine
+from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId, RawMessage
+from obsqueue.engines.dramatiq.queues import queue_name
 from obsqueue.engines.options import MAX_CONNECTIONS, SOCKET_TIMEOUT_S, positive_seconds, to_ms
+from obsqueue.engines.records import dedupe_field
 from obsqueue.engines.redis.link import (
     NotSentError,
     RedisLink,
@@ -94,16 +96,7 @@ from obsqueue.engines.redis.link import (
     storable,
     unlink_matching,
 )
-from obsqueue.engines.types import (
-    Capability,
-    Claim,
-    EnqueueResult,
-    MessageStatus,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-    dedupe_field,
-)
+from obsqueue.engines.types import Capability, Claim, EnqueueResult, MessageStatus, PendingMessage
 from obsqueue.errors import EngineUnavailableError, redact_url, stale_claim
 
 __all__ = ["DramatiqEngine", "queue_name"]
@@ -126,15 +119,6 @@ SCRIPTS = (
 POLL_INTERVAL_S = 0.1
 #: How long a fence pins a lease while Dramatiq's ack runs, so no claim overtakes it.
 ACK_GRACE_MS = 5000
-_SAFE_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-
-
-def queue_name(session_id: str) -> str:
-    """The Dramatiq queue of a session: ``s_<id>`` when the id is a safe queue name, else
-    ``x_<utf-8 hex>`` (injective; never a dot, which Dramatiq's key layout uses)."""
-    if len(session_id) <= 200 and set(session_id) <= _SAFE_NAME:
-        return f"s_{session_id}"
-    return f"x_{session_id.encode('utf-8').hex()}"
 
 
 class DramatiqEngine(ObservationQueueEngine):

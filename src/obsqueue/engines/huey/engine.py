@@ -72,7 +72,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, TypeVar
 
-from obsqueue.engines.base import ObservationQueueEngine
+from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId
 from obsqueue.engines.huey.glue import (
     GlueStore,
     Held,
@@ -91,17 +91,9 @@ from obsqueue.engines.huey.glue import (
     unblock,
 )
 from obsqueue.engines.options import to_ms
+from obsqueue.engines.records import delivered, stored
 from obsqueue.engines.tasks import record_observation
-from obsqueue.engines.types import (
-    Claim,
-    EnqueueResult,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-    delivered,
-    now_ms,
-    stored,
-)
+from obsqueue.engines.types import Claim, EnqueueResult, PendingMessage, RawMessage, now_ms
 from obsqueue.errors import EngineUnavailableError, stale_claim
 
 __all__ = ["COMMON_GLUE", "HueyEngine", "envelope", "huey_name"]

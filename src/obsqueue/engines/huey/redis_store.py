@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 import redis
 
 from obsqueue.engines.huey.glue import DeadRow, GlueStore, Prepared, Slot, Tx, decide_existing
+from obsqueue.engines.records import dedupe_field
 from obsqueue.engines.redis.link import RedisLink, text, unlink_matching
 from obsqueue.engines.retry import CONTENDED_ROUNDS
-from obsqueue.engines.types import dedupe_field, now_ms
+from obsqueue.engines.types import now_ms
 from obsqueue.errors import EngineUnavailableError
 
 __all__ = ["RedisGlue"]

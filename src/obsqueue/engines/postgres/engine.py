@@ -69,23 +69,14 @@ from typing import Any, ClassVar
 import psycopg
 import psycopg.errors
 
-from obsqueue.engines.base import Claimer, ObservationQueueEngine
+from obsqueue.engines.base import Claimer, ObservationQueueEngine, PendingMessageWithId
 from obsqueue.engines.describe import installed_version
 from obsqueue.engines.options import POOL_MAX_SIZE, POOL_MIN_SIZE, positive_int
 from obsqueue.engines.postgres.pool import Conn, Connections, check_pool_sizes
 from obsqueue.engines.postgres.schema import SCHEMA_VERSION, Schema, compose_queries
 from obsqueue.engines.postgres.wakeup import NotifyWakeup
-from obsqueue.engines.types import (
-    Capability,
-    Claim,
-    EnqueueResult,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-    dedupe_field,
-    delivered,
-    stored,
-)
+from obsqueue.engines.records import dedupe_field, delivered, stored
+from obsqueue.engines.types import Capability, Claim, EnqueueResult, PendingMessage, RawMessage
 from obsqueue.errors import InvalidMessageError, stale_claim
 
 __all__ = ["SCHEMA_VERSION", "PostgresEngine", "compose_queries", "dedupe_key"]

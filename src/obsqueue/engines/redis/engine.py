@@ -64,19 +64,11 @@ from typing import Any, ClassVar
 
 import redis
 
-from obsqueue.engines.base import ObservationQueueEngine
+from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId
 from obsqueue.engines.options import MAX_CONNECTIONS, SOCKET_TIMEOUT_S, to_ms
+from obsqueue.engines.records import delivered, stored
 from obsqueue.engines.redis.link import RedisLink, claim_token, scan_keys, storable, unlink_matching
-from obsqueue.engines.types import (
-    Capability,
-    Claim,
-    EnqueueResult,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-    delivered,
-    stored,
-)
+from obsqueue.engines.types import Capability, Claim, EnqueueResult, PendingMessage, RawMessage
 from obsqueue.errors import InvalidMessageError, stale_claim
 
 __all__ = ["RedisEngine"]

@@ -89,18 +89,10 @@ from rq.serializers import JSONSerializer
 from rq.utils import now as rq_now
 
 from obsqueue.engines import tasks
-from obsqueue.engines.base import ObservationQueueEngine
+from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId, RawMessage
 from obsqueue.engines.options import MAX_CONNECTIONS, SOCKET_TIMEOUT_S, to_ms
 from obsqueue.engines.redis.link import RedisLink, claim_token, scan_keys, storable, unlink_matching
-from obsqueue.engines.types import (
-    Capability,
-    Claim,
-    EnqueueResult,
-    MessageStatus,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-)
+from obsqueue.engines.types import Capability, Claim, EnqueueResult, MessageStatus, PendingMessage
 from obsqueue.errors import stale_claim
 
 __all__ = ["RqEngine"]

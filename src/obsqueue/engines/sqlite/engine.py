@@ -70,7 +70,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, TypeVar
 
-from obsqueue.engines.base import ObservationQueueEngine
+from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId, RawMessage
+from obsqueue.engines.records import delivered, stored
 from obsqueue.engines.sqlite.settings import (
     DEFAULTS,
     HINTS,
@@ -81,17 +82,7 @@ from obsqueue.engines.sqlite.settings import (
     parse_sqlite_url,
 )
 from obsqueue.engines.sqlite.wakeup import ChangeWatcher
-from obsqueue.engines.types import (
-    Capability,
-    Claim,
-    EnqueueResult,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-    delivered,
-    now_ms,
-    stored,
-)
+from obsqueue.engines.types import Capability, Claim, EnqueueResult, PendingMessage, now_ms
 from obsqueue.errors import EngineUnavailableError, redact_url, stale_claim
 
 __all__ = ["SYNCHRONOUS_LEVELS", "SqliteEngine", "compose_queries", "parse_sqlite_url"]
