@@ -233,9 +233,12 @@ class DramatiqEngine(ObservationQueueEngine):
         return EnqueueResult(message_id)
 
     def _reserve(self, queue: str, field: str) -> int:
-        """A new id, or minus the id of the queued message with the same dedupe key."""
+        """A new id, or minus the id of the queued message with the same dedupe key. Waits while
+        another enqueue holds the key between reserve and confirm: at most until that
+        reservation expires (``_reserve_ms``), plus ``connect_timeout_s``."""
         pause_s = 0.001
-        while True:
+        give_up = time.monotonic() + self._reserve_ms / 1000 + self.options.connect_timeout_s
+        while time.monotonic() < give_up:
             raw_id, verdict = self._run("reserve", queue, [field, self._reserve_ms])
             if verdict == b"new":
                 return int(raw_id)
@@ -243,6 +246,10 @@ class DramatiqEngine(ObservationQueueEngine):
                 return -int(raw_id)
             time.sleep(pause_s)  # another enqueue of this key is between reserve and confirm
             pause_s = min(pause_s * 2, 0.05)
+        raise EngineUnavailableError(
+            f"{redact_url(self.url)}: the dedupe key stayed reserved by another enqueue past its "
+            "reservation; nothing was enqueued: retry"
+        )
 
     def _claim_next(
         self, session_id: str, consumer_id: str, lease_s: float

@@ -202,9 +202,12 @@ class HueyEngine(ObservationQueueEngine):
         return self._call(run)
 
     def _reserve(self, session_id: str, csid: str, tuid: str | None) -> Prepared:
-        """Take an id (and the dedupe key), or find the queued message holding the key."""
+        """Take an id (and the dedupe key), or find the queued message holding the key. A record
+        older than ``DEDUPE_GRACE_S`` is replaced, so the wait is bounded by that grace (plus
+        ``connect_timeout_s``, should the clocks disagree)."""
         stale = 0
-        while True:
+        give_up = time.monotonic() + self.DEDUPE_GRACE_S + self.options.connect_timeout_s
+        while time.monotonic() < give_up:
             prepared = self._store.prepare(session_id, csid, tuid, stale)
             if prepared.kind != "check":
                 return prepared
@@ -214,6 +217,10 @@ class HueyEngine(ObservationQueueEngine):
                 stale = prepared.id  # its producer died before enqueueing: replace the record
             else:
                 time.sleep(0.005)  # its producer is between reserving and enqueueing
+        raise EngineUnavailableError(
+            f"the dedupe key of ({csid!r}, {tuid!r}) stayed reserved by another enqueue past "
+            f"{self.DEDUPE_GRACE_S} s; nothing was enqueued: retry"
+        )
 
     def _present(self, session_id: str, message_id: int) -> bool:
         """Is the message pending or in flight? Huey's queue is read before the slot: a task
