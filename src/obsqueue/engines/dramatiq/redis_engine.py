@@ -85,13 +85,13 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
 
 from obsqueue.engines import tasks
-from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId, RawMessage
+from obsqueue.engines.base import PendingMessageWithId, RawMessage
 from obsqueue.engines.dramatiq.queues import queue_name
-from obsqueue.engines.options import MAX_CONNECTIONS, SOCKET_TIMEOUT_S, positive_seconds, to_ms
+from obsqueue.engines.options import positive_seconds, to_ms
 from obsqueue.engines.records import dedupe_field
+from obsqueue.engines.redis.family import RedisBacked
 from obsqueue.engines.redis.link import (
     NotSentError,
-    RedisLink,
     claim_token,
     storable,
     unlink_matching,
@@ -121,7 +121,7 @@ POLL_INTERVAL_S = 0.1
 ACK_GRACE_MS = 5000
 
 
-class DramatiqEngine(ObservationQueueEngine):
+class DramatiqEngine(RedisBacked):
     """Sessions as Dramatiq queues, messages as Dramatiq messages; obsqueue's glue adds the
     gate, leases, fencing, attempts, dedupe and ids (see the module docstring)."""
 
@@ -129,7 +129,6 @@ class DramatiqEngine(ObservationQueueEngine):
     # Every property holds with the glue; SERVER_CRASH_DURABLE in the durable configuration only
     # (appendfsync always): describe()["durability"]["server_crash_durable"] says which is live.
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
-    server_kind: ClassVar[str | None] = "redis"
     glue: ClassVar[tuple[str, ...]] = (
         "message ids: INCR counter, stored as Dramatiq message option obsq_id",
         "per-session gate: a claim takes it before Dramatiq's fetch (prefetch=1 bounds only one "
@@ -146,21 +145,13 @@ class DramatiqEngine(ObservationQueueEngine):
     )
 
     def __init__(
-        self,
-        url: str,
-        *,
-        poll_interval_s: float = POLL_INTERVAL_S,
-        socket_timeout_s: float = SOCKET_TIMEOUT_S,
-        max_connections: int = MAX_CONNECTIONS,
-        **options: Any,
+        self, url: str, *, poll_interval_s: float = POLL_INTERVAL_S, **options: Any
     ) -> None:
+        poll_s = positive_seconds("poll_interval_s", poll_interval_s, at_most=0.2)
         super().__init__(url, **options)
-        self._poll_interval_s = positive_seconds("poll_interval_s", poll_interval_s, at_most=0.2)
-        self._poll_max_ms = to_ms(self._poll_interval_s)
-        self._link = self._make_link(url, socket_timeout_s, max_connections)
+        self._poll_interval_s, self._poll_max_ms = poll_s, to_ms(poll_s)
         self._reserve_ms = int(1000 * (2 * self._link.socket_timeout_s + 5))
         self._redis: redis.Redis[bytes] = self._link.client
-        self._link.check_reachable()
         self._ns = f"obsq-dramatiq:{self.options.namespace}"
         self._broker = RedisBroker(  # type: ignore[no-untyped-call]
             client=self._redis, namespace=self._ns, middleware=[], maintenance_chance=0
@@ -173,19 +164,14 @@ class DramatiqEngine(ObservationQueueEngine):
         self._held_lock = threading.Lock()
         self._misses = threading.local()
 
-    def _make_link(self, url: str, socket_timeout_s: object, max_connections: object) -> RedisLink:
-        scheme, _, rest = url.partition("://")
+    def _redis_url(self, url: str) -> str:
+        scheme = url.partition("://")[0]
         if scheme.lower() != "dramatiq+redis":
             raise EngineUnavailableError(
                 f"{redact_url(url)}: this engine implements dramatiq+redis:// only; "
                 "use dramatiq+redis://host:port/db (dramatiq+amqp:// is DramatiqAmqpEngine)"
             )
-        return RedisLink.for_engine(
-            self,
-            f"redis://{rest}",
-            socket_timeout_s=socket_timeout_s,
-            max_connections=max_connections,
-        )
+        return super()._redis_url(url)
 
     # ------------------------------------------------------------------- errors and retries
 

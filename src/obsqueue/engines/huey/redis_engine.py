@@ -15,8 +15,8 @@ from huey import RedisHuey
 
 from obsqueue.engines.huey.engine import COMMON_GLUE, HueyEngine
 from obsqueue.engines.huey.redis_store import RedisGlue
-from obsqueue.engines.options import MAX_CONNECTIONS, SOCKET_TIMEOUT_S
-from obsqueue.engines.redis.link import RedisLink, library_versions
+from obsqueue.engines.redis.family import RedisBacked
+from obsqueue.engines.redis.link import library_versions
 from obsqueue.engines.types import Capability
 
 __all__ = ["HueyRedisEngine"]
@@ -24,33 +24,18 @@ __all__ = ["HueyRedisEngine"]
 T = TypeVar("T")
 
 
-class HueyRedisEngine(HueyEngine):
+class HueyRedisEngine(HueyEngine, RedisBacked):
     """Huey's ``RedisHuey`` (one list per session) plus the glue in the same Redis."""
 
     scheme: ClassVar[str] = "huey+redis"
     # SERVER_CRASH_DURABLE holds in the durable configuration only (appendfsync always).
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
-    server_kind: ClassVar[str | None] = "redis"
     glue: ClassVar[tuple[str, ...]] = (*COMMON_GLUE, "wake-up list per session (BLPOP)")
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        socket_timeout_s: float = SOCKET_TIMEOUT_S,
-        max_connections: int = MAX_CONNECTIONS,
-        **options: Any,
-    ) -> None:
+    def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
-        self._link = RedisLink.for_engine(
-            self,
-            "redis://" + url.partition("://")[2],
-            socket_timeout_s=socket_timeout_s,
-            max_connections=max_connections,
-        )
         self._redis: redis.Redis[bytes] = self._link.client
         self._store = RedisGlue(self._link, self.options.namespace)
-        self._link.check_reachable()
 
     def _new_huey(self, name: str) -> Any:
         return RedisHuey(

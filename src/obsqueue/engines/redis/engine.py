@@ -64,10 +64,11 @@ from typing import Any, ClassVar
 
 import redis
 
-from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId
-from obsqueue.engines.options import MAX_CONNECTIONS, SOCKET_TIMEOUT_S, to_ms
+from obsqueue.engines.base import PendingMessageWithId
+from obsqueue.engines.options import to_ms
 from obsqueue.engines.records import delivered, stored
-from obsqueue.engines.redis.link import RedisLink, claim_token, scan_keys, storable, unlink_matching
+from obsqueue.engines.redis.family import RedisBacked
+from obsqueue.engines.redis.link import claim_token, scan_keys, storable, unlink_matching
 from obsqueue.engines.types import Capability, Claim, EnqueueResult, PendingMessage, RawMessage
 from obsqueue.errors import InvalidMessageError, stale_claim
 
@@ -76,34 +77,19 @@ __all__ = ["RedisEngine"]
 SCRIPTS = ("enqueue", "claim", "ack", "fail", "extend", "reset", "clear")
 
 
-class RedisEngine(ObservationQueueEngine):
+class RedisEngine(RedisBacked):
     """The native engine: Lua scripts over hashes and per-session sorted sets."""
 
     scheme: ClassVar[str] = "redis"
     # SERVER_CRASH_DURABLE holds in the durable configuration only (appendfsync always);
     # describe()["durability"]["server_crash_durable"] says whether the live server is in it.
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
-    server_kind: ClassVar[str | None] = "redis"
+    DECODE_RESPONSES: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        socket_timeout_s: float = SOCKET_TIMEOUT_S,
-        max_connections: int = MAX_CONNECTIONS,
-        **options: Any,
-    ) -> None:
+    def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
         self._prefix = "{" + self.options.namespace + "}:"
-        self._link = RedisLink.for_engine(
-            self,
-            url,
-            socket_timeout_s=socket_timeout_s,
-            max_connections=max_connections,
-            decode_responses=True,
-        )
         self._redis: redis.Redis[str] = self._link.client
-        self._link.check_reachable()
         self._scripts = self._link.scripts("native", SCRIPTS)
 
     # ------------------------------------------------------------------------------ scripts

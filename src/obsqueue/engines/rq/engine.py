@@ -89,9 +89,10 @@ from rq.serializers import JSONSerializer
 from rq.utils import now as rq_now
 
 from obsqueue.engines import tasks
-from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId, RawMessage
-from obsqueue.engines.options import MAX_CONNECTIONS, SOCKET_TIMEOUT_S, to_ms
-from obsqueue.engines.redis.link import RedisLink, claim_token, scan_keys, storable, unlink_matching
+from obsqueue.engines.base import PendingMessageWithId, RawMessage
+from obsqueue.engines.options import to_ms
+from obsqueue.engines.redis.family import RedisBacked
+from obsqueue.engines.redis.link import claim_token, scan_keys, storable, unlink_matching
 from obsqueue.engines.types import Capability, Claim, EnqueueResult, MessageStatus, PendingMessage
 from obsqueue.errors import stale_claim
 
@@ -101,7 +102,7 @@ SCRIPTS = ("enqueue", "claim", "ack", "fail", "extend", "reset", "clear")
 _STATUS: dict[str, MessageStatus] = {"queued": "pending", "started": "processing", "failed": "dead"}
 
 
-class RqEngine(ObservationQueueEngine):
+class RqEngine(RedisBacked):
     """Sessions as RQ queues, messages as RQ jobs; obsqueue's glue adds the gate, leases,
     fencing, attempts, dedupe and ids (see the module docstring)."""
 
@@ -109,7 +110,6 @@ class RqEngine(ObservationQueueEngine):
     # Every property holds with the glue; SERVER_CRASH_DURABLE in the durable configuration only
     # (appendfsync always): describe()["durability"]["server_crash_durable"] says which is live.
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
-    server_kind: ClassVar[str | None] = "redis"
     glue: ClassVar[tuple[str, ...]] = (
         "message ids: INCR counter, RQ job id '<namespace>-<id>'",
         "atomic enqueue: one Lua script allocates the id, saves Job.to_dict() and RPUSHes",
@@ -124,21 +124,9 @@ class RqEngine(ObservationQueueEngine):
         "wakeup: a wake list per session, BLPOP by blocked consumers",
     )
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        socket_timeout_s: float = SOCKET_TIMEOUT_S,
-        max_connections: int = MAX_CONNECTIONS,
-        **options: Any,
-    ) -> None:
+    def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
-        redis_url = url.split("+", 1)[1] if url.lower().startswith("rq+") else url
-        self._link = RedisLink.for_engine(
-            self, redis_url, socket_timeout_s=socket_timeout_s, max_connections=max_connections
-        )
         self._redis: redis.Redis[bytes] = self._link.client
-        self._link.check_reachable()
         ns = self.options.namespace
         self._queue_prefix = f"obsq:{ns}:"  # an RQ queue name is this prefix + the session id
         self._glue_prefix = f"obsq-rq:{ns}:"
