@@ -88,12 +88,8 @@ from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from obsqueue.engines import tasks
 from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId, RawMessage, now_ms
-from obsqueue.engines.dramatiq.queues import (
-    SingleActiveBroker,
-    amqp_queue_name,
-    message_count,
-    snapshot,
-)
+from obsqueue.engines.dramatiq.queues import amqp_queue_name
+from obsqueue.engines.dramatiq.rabbitmq import SingleActiveBroker, message_count, snapshot
 from obsqueue.engines.options import positive_seconds, to_ms
 from obsqueue.engines.types import Capability, Claim, EnqueueResult, MessageStatus, PendingMessage
 from obsqueue.errors import EngineUnavailableError, redact_url, stale_claim

@@ -4,7 +4,7 @@ On psycopg 3 with a ``psycopg_pool.ConnectionPool``. Every statement is in
 ``engines/postgres/queries.sql`` (named sections); only identifiers are composed in, with
 ``psycopg.sql.Identifier``. Each state change is one autocommitted statement.
 
-Storage (``engines/postgres_schema.py``), per namespace: schema ``<namespace>`` holding
+Storage (``engines/postgres/schema.py``), per namespace: schema ``<namespace>`` holding
 ``obsq_messages_v1`` (one row per message that is pending, in flight or dead; acked and cleared
 rows are deleted), the sequence ``obsq_tokens_v1`` (fencing tokens) and ``obsq_schema_version``.
 The schema is created or migrated when an engine opens, under ``pg_advisory_xact_lock``, so
@@ -38,7 +38,7 @@ back with its attempt count restored; if the consumer process dies in between, i
 after its lease like any stalled claim. ``claim_ready_heads`` claims the heads of several
 sessions in one statement.
 
-Wakeup (``engines/postgres_wakeup.py``): ``enqueue`` sends ``pg_notify('obsq_<namespace>',
+Wakeup (``engines/postgres/wakeup.py``): ``enqueue`` sends ``pg_notify('obsq_<namespace>',
 session_id)`` in the same statement (delivered on commit). One listener thread per engine, started
 by the first blocked iterator, holds a dedicated connection that ``LISTEN``s and wakes the waiters
 of that session; after it reconnects it wakes every waiter. The iterator re-polls every 0.2 s
@@ -48,7 +48,7 @@ Durability: with ``fsync=on`` and ``synchronous_commit`` not ``off`` (the durabl
 a statement that returned is on disk and survives kill -9 of the server (P4, P5);
 ``describe()["durability"]`` reads both from the live server.
 
-Errors are translated once, in ``Connections.call`` (``engines/postgres_pool.py``): connection
+Errors are translated once, in ``Connections.call`` (``engines/postgres/pool.py``): connection
 failures become ``EngineUnavailableError`` naming the URL with its password redacted. Pooled
 connections are checked before use without a round trip (a connection the server closed has input
 waiting: then it is probed and replaced), so the engine recovers by itself after a server restart

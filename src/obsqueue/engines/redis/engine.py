@@ -43,7 +43,7 @@ acknowledged writes can be lost, and without persistence everything is; ``descri
 settings from the live server so results say which guarantee was measured.
 
 Connection errors: redis-py retries nothing by itself here (a script whose reply was lost may have
-run). The engine retries (through ``redis_link``, the connection layer the Redis-backed engines
+run). The engine retries (through ``redis/link.py``, the connection layer the Redis-backed engines
 share), with backoff and for at most ``connect_timeout_s``, only what is safe:
 reads, lease extension, and any command that failed before it was sent (connecting, or the server
 still loading its data). Otherwise it raises ``EngineUnavailableError`` saying the outcome is
