@@ -39,9 +39,7 @@ from obsqueue.engines.options import CommonOptions, EngineOptions, positive_seco
 from obsqueue.engines.records import decode_payload
 from obsqueue.engines.types import (
     KINDS,
-    MAX_ID_CHARS,
     MAX_PAYLOAD_BYTES,
-    MAX_TIMESTAMP_MS,
     Capability,
     Claim,
     EnqueueResult,
@@ -63,9 +61,7 @@ from obsqueue.errors import EngineClosedError, InvalidMessageError, redact_url
 
 __all__ = [
     "KINDS",
-    "MAX_ID_CHARS",
     "MAX_PAYLOAD_BYTES",
-    "MAX_TIMESTAMP_MS",
     "Capability",
     "Claim",
     "Claimer",
