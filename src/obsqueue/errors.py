@@ -16,6 +16,7 @@ Messages name the field or the URL (with its password redacted) and say what to 
 
 from __future__ import annotations
 
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "ObsqueueError",
     "StaleClaimError",
     "redact_url",
+    "stale_claim",
 ]
 
 
@@ -51,6 +53,26 @@ class EngineClosedError(ObsqueueError):
 
 class StaleClaimError(ObsqueueError):
     """The claim no longer holds: the lease expired and the message was re-delivered, or reset."""
+
+
+#: Why a claim no longer holds, unless an engine knows better.
+_STALE_WHY = "its lease expired and it was delivered again, or it was reset"
+
+
+class _Delivered(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def claim(self) -> Any: ...
+
+
+def stale_claim(msg: _Delivered, why: str = _STALE_WHY) -> StaleClaimError:
+    """The one ``StaleClaimError`` every engine raises for a delivered message: which message,
+    which claim, why the claim is gone, and what to do."""
+    token = None if msg.claim is None else msg.claim.token
+    return StaleClaimError(
+        f"message {msg.id} is no longer held by claim {token}: {why}; do not acknowledge it"
+    )
 
 
 def redact_url(url: str) -> str:

@@ -217,7 +217,7 @@ def test_head_lookups_use_the_partial_index(url: str, engine: SqliteEngine) -> N
 
 
 def test_idle_claims_do_not_wait_for_the_write_lock(url: str) -> None:
-    with _open(url, busy_timeout_ms=3000) as eng, _raw(url) as holder:
+    with _open(url, busy_timeout_s=3.0) as eng, _raw(url) as holder:
         eng.enqueue("busy", "c", obs())
         holder.execute("BEGIN IMMEDIATE")
         started = time.monotonic()
@@ -228,10 +228,10 @@ def test_idle_claims_do_not_wait_for_the_write_lock(url: str) -> None:
 
 
 def test_a_write_lock_held_past_busy_timeout_is_unavailable_and_writes_nothing(url: str) -> None:
-    with _open(url, busy_timeout_ms=150) as eng, _raw(url) as holder:
+    with _open(url, busy_timeout_s=0.15) as eng, _raw(url) as holder:
         holder.execute("BEGIN IMMEDIATE")
         started = time.monotonic()
-        with pytest.raises(EngineUnavailableError, match="busy_timeout_ms"):
+        with pytest.raises(EngineUnavailableError, match="busy_timeout_s"):
             eng.enqueue("s", "c", obs("toolu_1"))
         assert time.monotonic() - started < 1.5
         holder.execute("ROLLBACK")
@@ -292,11 +292,11 @@ def test_describe_reads_the_durability_in_force(url: str, level: str) -> None:
 
 
 def test_url_parameters_set_options(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'q.db'}?synchronous=NORMAL&busy_timeout_ms=1234&wakeup=poll"
+    url = f"sqlite:///{tmp_path / 'q.db'}?synchronous=NORMAL&busy_timeout_s=1.234&wakeup=poll"
     with open_engine(url, namespace=NS) as eng:
         described = eng.describe()
     assert described["durability"]["synchronous"] == "NORMAL"
-    assert described["client"]["busy_timeout_ms"] == 1234
+    assert described["client"]["busy_timeout_s"] == 1.234
     assert described["client"]["wakeup"] == "poll"
     with pytest.raises(InvalidMessageError, match="synchronous"):
         open_engine(url, synchronous="OFF")
@@ -307,9 +307,9 @@ def test_url_parameters_set_options(tmp_path: Path) -> None:
     [
         ({"synchronous": "SOMETIMES"}, "synchronous"),
         ({"synchronous": 2}, "synchronous"),
-        ({"busy_timeout_ms": 0}, "busy_timeout_ms"),
-        ({"busy_timeout_ms": True}, "busy_timeout_ms"),
-        ({"poll_interval_ms": 5000}, "poll_interval_ms"),
+        ({"busy_timeout_s": 0}, "busy_timeout_s"),
+        ({"busy_timeout_s": True}, "busy_timeout_s"),
+        ({"poll_interval_s": 5}, "poll_interval_s"),
         ({"wakeup": "telepathy"}, "wakeup"),
     ],
 )

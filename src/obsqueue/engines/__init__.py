@@ -52,8 +52,8 @@ _BUILTIN: tuple[EngineEntry, ...] = (
     EngineEntry(
         "dramatiq+amqp", "obsqueue.engines.dramatiq.amqp_engine:DramatiqAmqpEngine", "dramatiq"
     ),
-    EngineEntry("huey+redis", "obsqueue.engines.huey.engine:HueyRedisEngine", "huey"),
-    EngineEntry("huey+sqlite", "obsqueue.engines.huey.engine:HueySqliteEngine", "huey"),
+    EngineEntry("huey+redis", "obsqueue.engines.huey.redis_engine:HueyRedisEngine", "huey"),
+    EngineEntry("huey+sqlite", "obsqueue.engines.huey.sqlite_engine:HueySqliteEngine", "huey"),
     EngineEntry("bullmq+redis", "obsqueue.engines.bullmq.engine:BullmqEngine", "bullmq"),
     # programs over the process protocol; the Node ones need Node.js and `npm ci` in node/
     EngineEntry("exec+bullmq-node+redis", "obsqueue.engines.process.nodejs:BullMqNodeEngine"),

@@ -1,11 +1,18 @@
-"""The engine contract: data types, capabilities, and the abstract engine.
+"""The engine contract: the abstract engine every engine implements.
 
 An engine implements a handful of primitives (``_enqueue``, ``_claim_next``, ``_mark_processed``,
 ...). Everything a user calls — validation, the blocking iterator with wakeup, stop and idle
 handling, ``enqueue_many``, ``list_dead`` — is concrete here, built on those primitives, so every
-engine behaves the same at its edges. An engine overrides a concrete method only to go faster.
+engine behaves the same at its edges. An engine overrides a concrete method only to go faster;
+to change how its iterator claims (e.g. hand out a message prefetched by an acknowledgement) it
+overrides the claim hook ``_claimer``, never the iterator.
 
-The model every engine keeps (DESIGN.md §3):
+The contract is four modules: ``engines/types.py`` (data types, capabilities, limits),
+``engines/options.py`` (every option's default and validator), ``engines/validate.py`` (checks
+of what callers hand in) and this one. Every name this module exported before the split is
+still importable from here.
+
+The model every engine keeps (the contract and the properties are in ``docs/``):
 
 * Messages of one session are ordered by id. Only the *head* of a session — its oldest message
   that is neither processed nor dead — can be claimed, so at most one message per session is ever
@@ -21,16 +28,35 @@ The model every engine keeps (DESIGN.md §3):
 from __future__ import annotations
 
 import abc
-import enum
-import json
-import math
+import contextlib
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, Literal, Self
+from typing import Any, ClassVar, Self, Unpack
 
+from obsqueue.engines.options import CommonOptions, EngineOptions, positive_seconds
+from obsqueue.engines.records import decode_payload
+from obsqueue.engines.types import (
+    KINDS,
+    MAX_PAYLOAD_BYTES,
+    Capability,
+    Claim,
+    EnqueueResult,
+    MessageKind,
+    MessageStatus,
+    PendingMessage,
+    PendingMessageWithId,
+    RawMessage,
+    SessionId,
+    now_ms,
+)
+from obsqueue.engines.validate import (
+    encode_message,
+    normalize_session_id,
+    require_delivered,
+    validate_content_session_id,
+)
 from obsqueue.errors import EngineClosedError, InvalidMessageError, redact_url
 
 __all__ = [
@@ -38,6 +64,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "Capability",
     "Claim",
+    "Claimer",
     "EngineOptions",
     "EnqueueResult",
     "MessageKind",
@@ -54,230 +81,8 @@ __all__ = [
     "validate_content_session_id",
 ]
 
-MessageKind = Literal["observation", "summarize"]
-MessageStatus = Literal["pending", "processing", "dead"]
-SessionId = str | int
-
-KINDS: Final = frozenset({"observation", "summarize"})
-MAX_PAYLOAD_BYTES: Final = 8 * 1024 * 1024
-MAX_ID_CHARS: Final = 512
-MAX_TIMESTAMP_MS: Final = 2**53 - 1
-
-
-def now_ms() -> int:
-    """Wall-clock time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
-class Capability(enum.StrEnum):
-    """What an engine declares it holds. A property whose capability is not declared is
-    reported *unsupported* for that engine; declaring one the engine does not hold is a failure."""
-
-    FIFO = "fifo"  # P1 per-session FIFO
-    EXCLUSIVE_SESSION = "exclusive_session"  # P2 one consumer per session
-    DEDUPE = "dedupe"  # P3
-    MULTI_PROCESS = "multi_process"  # the queue is shared by processes (P2/P3 across processes)
-    DURABLE_ENQUEUE = "durable_enqueue"  # P4 survives SIGKILL of every client process
-    SERVER_CRASH_DURABLE = "server_crash_durable"  # P4/P5 survive kill -9 + restart of the server
-    # the engine's durable configuration survives an OS crash / power loss (fsync before the
-    # reply); the suite cannot crash the OS, so results report it from configuration, untested
-    OS_CRASH_DURABLE = "os_crash_durable"
-    DURABLE_PROCESSING = "durable_processing"  # P5
-    STARTUP_RECOVERY = "startup_recovery"  # P6
-    STALL_RECOVERY = "stall_recovery"  # P7
-    FENCING = "fencing"  # P8
-    FAST_WAKEUP = "fast_wakeup"  # P9 p99 below 1 s
-    FIDELITY = "fidelity"  # P10
-    DEPTH = "depth"  # P11
-    CLEAR = "clear"  # P12
-    STOP_AND_IDLE = "stop_and_idle"  # P13
-    INPUT_VALIDATION = "input_validation"  # P14
-    BOUNDED_RETRIES = "bounded_retries"  # P15
-    CLOSE = "close"  # P16
-
-
-@dataclass(frozen=True, slots=True)
-class PendingMessage:
-    """One observation (or summarize request) as the producer hands it in."""
-
-    kind: MessageKind
-    tool_use_id: str | None = None
-    payload: Any = field(default_factory=dict)
-    original_timestamp: int = field(default_factory=now_ms)
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """The claim a message was delivered under: a fencing token and the lease's end."""
-
-    token: int
-    lease_expires_at_ms: int
-    consumer_id: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PendingMessageWithId(PendingMessage):
-    """A delivered message: the message plus its id, session, attempt and claim."""
-
-    id: int
-    session_id: str
-    content_session_id: str
-    attempt: int = 1
-    claim: Claim | None = None
-    enqueued_at_ms: int | None = None
-
-    def message(self) -> PendingMessage:
-        """The message as it was enqueued."""
-        return PendingMessage(self.kind, self.tool_use_id, self.payload, self.original_timestamp)
-
-
-@dataclass(frozen=True, slots=True)
-class EnqueueResult:
-    """What enqueue returns: the message id, and whether it was a duplicate of a queued one."""
-
-    message_id: int
-    duplicate: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """A stored message as the backdoor oracle (``inspect_raw``) reads it, bypassing the API."""
-
-    id: int
-    session_id: str
-    content_session_id: str
-    kind: str
-    tool_use_id: str | None
-    payload: Any
-    original_timestamp: int
-    status: MessageStatus
-    attempt: int
-    claim_token: int | None = None
-    lease_expires_at_ms: int | None = None
-    last_error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EngineOptions:
-    """The options every engine takes, keyword-only, with units in their names."""
-
-    lease_s: float = 30.0
-    max_attempts: int = 5
-    namespace: str = "obsq"
-    retry_backoff_s: float = 1.0
-    retry_backoff_max_s: float = 60.0
-    connect_timeout_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        _require_positive("lease_s", self.lease_s)
-        _require_positive("connect_timeout_s", self.connect_timeout_s)
-        _require_non_negative("retry_backoff_s", self.retry_backoff_s)
-        _require_non_negative("retry_backoff_max_s", self.retry_backoff_max_s)
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
-            raise InvalidMessageError("max_attempts", "must be an int of at least 1")
-        if self.max_attempts < 1:
-            raise InvalidMessageError(
-                "max_attempts", f"must be at least 1, got {self.max_attempts}"
-            )
-        ns = self.namespace
-        if not isinstance(ns, str) or not ns.isidentifier() or not ns.isascii() or len(ns) > 40:
-            raise InvalidMessageError(
-                "namespace", f"must be an ASCII identifier of at most 40 characters, got {ns!r}"
-            )
-
-
-def _require_positive(name: str, value: object) -> None:
-    if not _is_real(value) or not value > 0:  # type: ignore[operator]
-        raise InvalidMessageError(name, f"must be a positive number of seconds, got {value!r}")
-
-
-def _require_non_negative(name: str, value: object) -> None:
-    if not _is_real(value) or not value >= 0:  # type: ignore[operator]
-        raise InvalidMessageError(name, f"must be a number of seconds >= 0, got {value!r}")
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _require_id_text(name: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise InvalidMessageError(name, f"must be a str, got {type(value).__name__}")
-    if not value.strip():
-        raise InvalidMessageError(name, "must not be empty or blank")
-    if len(value) > MAX_ID_CHARS:
-        raise InvalidMessageError(name, f"must be at most {MAX_ID_CHARS} characters")
-    if "\x00" in value:
-        raise InvalidMessageError(name, "must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidMessageError(name, "contains a lone surrogate, which is not UTF-8") from None
-    return value
-
-
-def normalize_session_id(session_id: object) -> str:
-    """Return the session id as ``str``; ints are accepted and normalised."""
-    if isinstance(session_id, bool) or not isinstance(session_id, str | int):
-        raise InvalidMessageError(
-            "session_id", f"must be a str or int, got {type(session_id).__name__}"
-        )
-    return _require_id_text("session_id", str(session_id))
-
-
-def validate_content_session_id(content_session_id: object) -> str:
-    """Check the content session id (the dedupe scope)."""
-    return _require_id_text("content_session_id", content_session_id)
-
-
-def encode_message(message: object) -> str:
-    """Validate a ``PendingMessage`` and return its payload as compact JSON text.
-
-    Raises ``InvalidMessageError`` naming the field when anything would not round-trip exactly.
-    """
-    if not isinstance(message, PendingMessage):
-        raise InvalidMessageError(
-            "message", f"must be a PendingMessage, got {type(message).__name__}"
-        )
-    if message.kind not in KINDS:
-        raise InvalidMessageError("kind", f"must be one of {sorted(KINDS)}, got {message.kind!r}")
-    if message.tool_use_id is not None:
-        _require_id_text("tool_use_id", message.tool_use_id)
-    ts = message.original_timestamp
-    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX_TIMESTAMP_MS:
-        raise InvalidMessageError(
-            "original_timestamp", f"must be epoch milliseconds as an int >= 0, got {ts!r}"
-        )
-    return _encode_payload(message.payload)
-
-
-def _encode_payload(payload: object) -> str:
-    try:
-        text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise InvalidMessageError("payload", f"must be JSON-serialisable: {exc}") from None
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidMessageError(
-            "payload", "contains a lone surrogate, which no backend can store as UTF-8"
-        ) from None
-    if size > MAX_PAYLOAD_BYTES:
-        raise InvalidMessageError(
-            "payload", f"is {size} bytes as JSON; the limit is {MAX_PAYLOAD_BYTES}"
-        )
-    if json.loads(text) != payload:
-        raise InvalidMessageError(
-            "payload",
-            "would not round-trip through JSON exactly (non-str keys, tuples, or subclasses): "
-            "pass plain dicts with str keys, lists, str, int, float, bool and None",
-        )
-    return text
-
-
-def decode_payload(text: str | bytes) -> Any:
-    """Parse a payload stored by ``encode_message``."""
-    return json.loads(text)
+#: What the claim hook yields: one non-blocking claim attempt of the iterator's session.
+Claimer = Callable[[], PendingMessageWithId | None]
 
 
 class ObservationQueueEngine(abc.ABC):
@@ -296,26 +101,9 @@ class ObservationQueueEngine(abc.ABC):
     #: How long one wait inside the iterator may last, so ``stop`` is seen quickly (P13).
     WAIT_SLICE_S: ClassVar[float] = 0.2
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        lease_s: float = 30.0,
-        max_attempts: int = 5,
-        namespace: str = "obsq",
-        retry_backoff_s: float = 1.0,
-        retry_backoff_max_s: float = 60.0,
-        connect_timeout_s: float = 5.0,
-    ) -> None:
+    def __init__(self, url: str, **options: Unpack[CommonOptions]) -> None:
         self.url = url
-        self.options = EngineOptions(
-            lease_s=lease_s,
-            max_attempts=max_attempts,
-            namespace=namespace,
-            retry_backoff_s=retry_backoff_s,
-            retry_backoff_max_s=retry_backoff_max_s,
-            connect_timeout_s=connect_timeout_s,
-        )
+        self.options = EngineOptions(**options)
         self._closed = False
         self._close_lock = threading.Lock()
         self._local_wakeup = threading.Condition()
@@ -438,9 +226,8 @@ class ObservationQueueEngine(abc.ABC):
         self._check_open()
         sid = normalize_session_id(session_id)
         if idle_timeout is not None:
-            _require_positive("idle_timeout", idle_timeout)
-        lease = self.options.lease_s if lease_s is None else lease_s
-        _require_positive("lease_s", lease)
+            positive_seconds("idle_timeout", idle_timeout)
+        lease = self._lease(lease_s)
         if consumer_id is None:
             consumer_id = f"c{random.getrandbits(48):012x}"
         return self._iterate(sid, stop, idle_timeout, on_idle_timeout, lease, consumer_id)
@@ -455,24 +242,35 @@ class ObservationQueueEngine(abc.ABC):
         consumer_id: str,
     ) -> Iterator[PendingMessageWithId]:
         idle_deadline = None if idle_timeout is None else time.monotonic() + idle_timeout
-        while not (stop is not None and stop.is_set()):
-            self._check_open()
-            mark = self._wakeup_mark(sid)
-            msg = self._claim_next(sid, consumer_id, lease_s)
-            if msg is not None:
-                yield msg
-                if idle_timeout is not None:
-                    idle_deadline = time.monotonic() + idle_timeout
-                continue
-            wait_s = self.WAIT_SLICE_S
-            if idle_deadline is not None:
-                left = idle_deadline - time.monotonic()
-                if left <= 0:
-                    if on_idle_timeout is not None:
-                        on_idle_timeout()
-                    return
-                wait_s = min(wait_s, left)
-            self._wait_for_work(sid, wait_s, mark)
+        with self._claimer(sid, consumer_id, lease_s, stop) as claim:
+            while not (stop is not None and stop.is_set()):
+                self._check_open()
+                mark = self._wakeup_mark(sid)
+                msg = claim()
+                if msg is not None:
+                    yield msg
+                    if idle_timeout is not None:
+                        idle_deadline = time.monotonic() + idle_timeout
+                    continue
+                wait_s = self.WAIT_SLICE_S
+                if idle_deadline is not None:
+                    left = idle_deadline - time.monotonic()
+                    if left <= 0:
+                        if on_idle_timeout is not None:
+                            on_idle_timeout()
+                        return
+                    wait_s = min(wait_s, left)
+                self._wait_for_work(sid, wait_s, mark)
+
+    @contextlib.contextmanager
+    def _claimer(
+        self, sid: str, consumer_id: str, lease_s: float, stop: threading.Event | None
+    ) -> Iterator[Claimer]:
+        """The claim hook: what one running iterator calls for its session's next message. The
+        context lasts as long as the iterator; this default claims with ``_claim_next``. An
+        engine that hands an iterator messages claimed elsewhere (PostgreSQL claims the next
+        head in the same statement as the ack) overrides this, never the iterator."""
+        yield lambda: self._claim_next(sid, consumer_id, lease_s)
 
     def claim_next(
         self, session_id: SessionId, *, lease_s: float | None = None, consumer_id: str = ""
@@ -480,8 +278,7 @@ class ObservationQueueEngine(abc.ABC):
         """Claim the session's head without blocking, or return None if it is not claimable."""
         self._check_open()
         sid = normalize_session_id(session_id)
-        lease = self.options.lease_s if lease_s is None else lease_s
-        _require_positive("lease_s", lease)
+        lease = self._lease(lease_s)
         return self._claim_next(sid, consumer_id, lease)
 
     def mark_processed(self, msg: PendingMessageWithId) -> None:
@@ -505,8 +302,7 @@ class ObservationQueueEngine(abc.ABC):
         """Renew the claim for another ``lease_s`` seconds; returns the renewed claim."""
         self._check_open()
         self._require_delivered(msg)
-        lease = self.options.lease_s if lease_s is None else lease_s
-        _require_positive("lease_s", lease)
+        lease = self._lease(lease_s)
         return self._extend_lease(msg, lease)
 
     def get_pending_count(self, session_id: SessionId) -> int:
@@ -573,10 +369,11 @@ class ObservationQueueEngine(abc.ABC):
 
     @staticmethod
     def _require_delivered(msg: object) -> None:
-        if not isinstance(msg, PendingMessageWithId) or msg.claim is None:
-            raise InvalidMessageError(
-                "msg", "must be a PendingMessageWithId delivered by this engine's iterator"
-            )
+        require_delivered(msg)
+
+    def _lease(self, lease_s: float | None) -> float:
+        """The lease a call asked for (checked), or the engine's ``lease_s``."""
+        return self.options.lease_s if lease_s is None else positive_seconds("lease_s", lease_s)
 
     def retry_delay_ms(self, attempt: int) -> int:
         """Exponential backoff with full jitter for a message that failed ``attempt`` times."""

@@ -13,19 +13,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from obsqueue.engines.base import (
-    Capability,
-    Claim,
-    EnqueueResult,
-    MessageStatus,
-    ObservationQueueEngine,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-    decode_payload,
-    now_ms,
-)
-from obsqueue.errors import StaleClaimError
+from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId, RawMessage, now_ms
+from obsqueue.engines.records import delivered, stored
+from obsqueue.engines.types import Capability, Claim, EnqueueResult, MessageStatus, PendingMessage
+from obsqueue.errors import stale_claim
 
 __all__ = ["MemoryEngine"]
 
@@ -47,6 +38,23 @@ class _Row:
     lease_expires_at_ms: int = 0
     consumer_id: str = ""
     last_error: str | None = None
+
+    def fields(self) -> tuple[int, str, str, str, str | None, str, int]:
+        """What ``delivered`` and ``stored`` take first: id, session, message, as stored."""
+        return (
+            self.id,
+            self.session_id,
+            self.content_session_id,
+            self.kind,
+            self.tool_use_id,
+            self.payload_json,
+            self.original_timestamp,
+        )
+
+    def claim(self) -> tuple[int | None, int | None]:
+        """The claim the oracle reports: token and lease end, or none."""
+        held = self.claim_token is not None
+        return self.claim_token, self.lease_expires_at_ms if held else None
 
 
 class MemoryEngine(ObservationQueueEngine):
@@ -129,28 +137,14 @@ class MemoryEngine(ObservationQueueEngine):
 
     @staticmethod
     def _delivered(row: _Row) -> PendingMessageWithId:
-        assert row.claim_token is not None
-        return PendingMessageWithId(
-            kind=row.kind,  # type: ignore[arg-type]
-            tool_use_id=row.tool_use_id,
-            payload=decode_payload(row.payload_json),
-            original_timestamp=row.original_timestamp,
-            id=row.id,
-            session_id=row.session_id,
-            content_session_id=row.content_session_id,
-            attempt=row.attempt,
-            claim=Claim(row.claim_token, row.lease_expires_at_ms, row.consumer_id),
-            enqueued_at_ms=row.enqueued_at_ms,
-        )
+        claim = (row.claim_token, row.lease_expires_at_ms, row.consumer_id)
+        return delivered(*row.fields(), row.attempt, claim, row.enqueued_at_ms)
 
     def _claimed_row(self, msg: PendingMessageWithId) -> _Row:
         row = self._rows.get(msg.id)
         assert msg.claim is not None
         if row is None or row.status != "processing" or row.claim_token != msg.claim.token:
-            raise StaleClaimError(
-                f"message {msg.id} is no longer held by claim {msg.claim.token}: its lease "
-                "expired and it was delivered again, or it was reset; do not acknowledge it"
-            )
+            raise stale_claim(msg)
         return row
 
     def _mark_processed(self, msg: PendingMessageWithId) -> None:
@@ -212,20 +206,7 @@ class MemoryEngine(ObservationQueueEngine):
     def inspect_raw(self) -> list[RawMessage]:
         with self._lock:
             return [
-                RawMessage(
-                    id=r.id,
-                    session_id=r.session_id,
-                    content_session_id=r.content_session_id,
-                    kind=r.kind,
-                    tool_use_id=r.tool_use_id,
-                    payload=decode_payload(r.payload_json),
-                    original_timestamp=r.original_timestamp,
-                    status=r.status,
-                    attempt=r.attempt,
-                    claim_token=r.claim_token,
-                    lease_expires_at_ms=r.lease_expires_at_ms if r.claim_token else None,
-                    last_error=r.last_error,
-                )
+                stored(*r.fields(), r.status, r.attempt, r.claim(), r.last_error)
                 for r in self._rows.values()
             ]
 

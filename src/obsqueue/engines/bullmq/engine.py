@@ -28,8 +28,14 @@ from obsqueue.engines.base import (
 from obsqueue.engines.bullmq.loop import LoopThread
 from obsqueue.engines.bullmq.oracle import envelope_fields, job_id, message_id, read_stored
 from obsqueue.engines.bullmq.sessions import SessionQueues, queue_name
-from obsqueue.engines.redis.link import RedisLink, socket_timeout, to_ms, unlink_matching
-from obsqueue.errors import InvalidMessageError, StaleClaimError
+from obsqueue.engines.options import (
+    MAX_CONNECTIONS,
+    SOCKET_TIMEOUT_S,
+    positive_seconds,
+    to_ms,
+)
+from obsqueue.engines.redis.link import RedisLink, unlink_matching
+from obsqueue.errors import StaleClaimError
 
 __all__ = ["BullmqEngine"]
 
@@ -61,30 +67,23 @@ class BullmqEngine(ObservationQueueEngine):
         self,
         url: str,
         *,
-        socket_timeout_s: float = 10.0,
-        max_connections: int = 512,
+        socket_timeout_s: float = SOCKET_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
         stalled_interval_s: float = 0.25,
         **options: Any,
     ) -> None:
         super().__init__(url, **options)
-        timeout_s = socket_timeout(socket_timeout_s)
-        if isinstance(stalled_interval_s, bool) or not (
-            isinstance(stalled_interval_s, int | float) and stalled_interval_s > 0
-        ):
-            raise InvalidMessageError(
-                "stalled_interval_s", f"must be seconds > 0, got {stalled_interval_s!r}"
-            )
+        stalled_s = positive_seconds("stalled_interval_s", stalled_interval_s)
         redis_url = url.split("+", 1)[1]
-        self._link = RedisLink(
+        self._link = RedisLink.for_engine(
+            self,
             redis_url,
-            shown_url=url,
-            connect_timeout_s=self.options.connect_timeout_s,
-            socket_timeout_s=timeout_s,
+            socket_timeout_s=socket_timeout_s,
             max_connections=max_connections,
-            check_open=self._check_open,
             decode_responses=True,
         )
         self._link.check_reachable()
+        timeout_s = self._link.socket_timeout_s
         self._call_timeout_s = timeout_s + self.options.connect_timeout_s + 1.0
         ns = self.options.namespace
         self._prefix = f"obsq-bullmq:{ns}"  # BullMQ's key prefix: <prefix>:<queue>:<type>
@@ -101,7 +100,7 @@ class BullmqEngine(ObservationQueueEngine):
         self._sessions = SessionQueues(  # used only on the loop's thread
             self._client,
             prefix=self._prefix,
-            stalled_ms=to_ms(stalled_interval_s),
+            stalled_ms=to_ms(stalled_s),
             max_stalled=self.options.max_attempts - 1,
             backoff_ms=self.retry_delay_ms,
         )

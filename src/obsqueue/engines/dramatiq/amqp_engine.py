@@ -8,7 +8,7 @@ What Dramatiq (2.2) on RabbitMQ gives, used through its public ``RabbitmqBroker`
   Dramatiq's ``.DQ`` and ``.XQ``): durable queues, persistent messages (``delivery_mode=2``) and
   publisher confirms — ``enqueue`` returns once RabbitMQ confirmed the message, which for a
   persistent message on a durable queue means it was written to disk.
-* **Delivery.** ``broker.consume(queue, prefetch=1, timeout=poll_ms)``: RabbitMQ *pushes* the
+* **Delivery.** ``broker.consume(queue, prefetch=1, timeout=…)``: RabbitMQ *pushes* the
   head to the consumer; it stays unacknowledged (in flight) until ``consumer.ack``, or until the
   consumer's connection dies, when RabbitMQ puts it back at its place. ``consumer.nack`` sends it
   to Dramatiq's dead-letter queue (``.XQ``): the contract's *dead* state (RabbitMQ dead-letters
@@ -61,7 +61,7 @@ queue on a fresh channel, then closing the channel, which puts them all back at 
 (they come back marked ``redelivered``; the adapter does not read that flag), plus this engine's
 own unacked messages. Messages unacked on other connections are not visible. Leases are not
 enforced: ``extend_lease`` drives the consumer's connection (its heartbeats). Engine options:
-``poll_ms`` (how long one fetch waits, default 50).
+``poll_interval_s`` (how long one fetch waits, default 0.05, at most 0.2).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any, ClassVar
@@ -82,50 +82,30 @@ import dramatiq.errors
 import pika
 import pika.exceptions
 from dramatiq.broker import MessageProxy
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import xq_name
 from dramatiq.message import Message
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from obsqueue.engines import tasks
-from obsqueue.engines.base import (
-    Capability,
-    Claim,
-    EnqueueResult,
-    MessageStatus,
-    ObservationQueueEngine,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-    now_ms,
-)
-from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError, redact_url
+from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId, RawMessage, now_ms
+from obsqueue.engines.dramatiq.queues import amqp_queue_name
+from obsqueue.engines.dramatiq.rabbitmq import SingleActiveBroker, message_count, snapshot
+from obsqueue.engines.options import positive_seconds, to_ms
+from obsqueue.engines.types import Capability, Claim, EnqueueResult, MessageStatus, PendingMessage
+from obsqueue.errors import EngineUnavailableError, redact_url, stale_claim
 
 __all__ = ["DramatiqAmqpEngine", "amqp_queue_name"]
 
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+_STALE_HERE = (
+    "it is not held in this engine (reset, or its connection to RabbitMQ was lost and "
+    "RabbitMQ requeued it)"
+)
 _AMQP_ERRORS = (
     dramatiq.errors.ConnectionClosed,
     pika.exceptions.AMQPError,
     AMQPConnectorException,  # pika's connection workflow (e.g. a handshake timeout)
     OSError,
 )
-
-
-def amqp_queue_name(namespace: str, session_id: str) -> str:
-    """The session's Dramatiq queue: ``obsq-<ns>-s_<id>`` for a safe id, else ``x_<hex>``."""
-    if len(session_id) <= 150 and set(session_id) <= _SAFE:
-        return f"obsq-{namespace}-s_{session_id}"
-    return f"obsq-{namespace}-x_{session_id.encode('utf-8').hex()[:200]}"
-
-
-class _SingleActiveBroker(RabbitmqBroker):
-    """Dramatiq's broker, with ``x-single-active-consumer`` added to its queue arguments."""
-
-    def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
-        arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)  # type: ignore[no-untyped-call]
-        arguments["x-single-active-consumer"] = True
-        return arguments
 
 
 @dataclass
@@ -173,17 +153,16 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
         "oracle: basic.get of every ready and dead message, then channel close (requeue)",
     )
 
-    def __init__(self, url: str, *, poll_ms: int = 50, **options: Any) -> None:
+    def __init__(self, url: str, *, poll_interval_s: float = 0.05, **options: Any) -> None:
         super().__init__(url, **options)
-        if isinstance(poll_ms, bool) or not isinstance(poll_ms, int) or not 1 <= poll_ms <= 200:
-            raise InvalidMessageError("poll_ms", f"must be an int from 1 to 200, got {poll_ms!r}")
-        self._poll_ms = poll_ms
+        self._poll_interval_s = positive_seconds("poll_interval_s", poll_interval_s, at_most=0.2)
+        self._poll_ms = to_ms(self._poll_interval_s)
         self._amqp_url = self._server_url(url)
         self._ns = self.options.namespace
         self._registry = f"obsq-{self._ns}.__queues__"
         with self._boundary("connect"):
             pika.BlockingConnection(pika.URLParameters(self._amqp_url)).close()
-        self._broker = _SingleActiveBroker(url=self._amqp_url, confirm_delivery=True, middleware=[])
+        self._broker = SingleActiveBroker(url=self._amqp_url, confirm_delivery=True, middleware=[])
         self._actor: dramatiq.Actor[Any, Any] = dramatiq.actor(
             broker=self._broker, actor_name="record_observation", queue_name="obsq"
         )(tasks.record_observation)
@@ -276,7 +255,7 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
             self._known.add(queue)
 
     def _fetch(self, st: _Session) -> MessageProxy | None:
-        """One fetch from this engine's Dramatiq consumer of the session (≤ ``poll_ms``)."""
+        """One fetch from this engine's Dramatiq consumer of the session (≤ ``poll_interval_s``)."""
         with self._boundary("consume", st):
             if st.consumer is None:
                 self._broker.declare_queue(st.queue)
@@ -300,29 +279,15 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
             assert st.proxy is not None
             st.attempt += 1
             st.token = next(self._tokens)
-            env = st.proxy.args[0]
-            return PendingMessageWithId(
-                kind=env["kind"],
-                tool_use_id=env["tool_use_id"],
-                payload=env["payload"],
-                original_timestamp=env["original_timestamp"],
-                id=int(st.proxy.options["obsq_id"]),
-                session_id=session_id,
-                content_session_id=env["content_session_id"],
-                attempt=st.attempt,
-                claim=Claim(st.token, now_ms() + int(lease_s * 1000), consumer_id),
-                enqueued_at_ms=int(st.proxy.message_timestamp),
-            )
+            claim = (st.token, now_ms() + int(lease_s * 1000), consumer_id)
+            mid, enq = st.proxy.options["obsq_id"], st.proxy.message_timestamp
+            return tasks.delivered_envelope(st.proxy.args[0], mid, st.attempt, claim, enq)
 
     def _held(self, msg: PendingMessageWithId) -> _Session:
         """The session, if ``msg``'s claim still holds in this engine (call under its lock)."""
         st = self._session(msg.session_id)
         if msg.claim is None or st.token != msg.claim.token or st.proxy is None:
-            raise StaleClaimError(
-                f"message {msg.id} is no longer held by claim "
-                f"{msg.claim.token if msg.claim else None} in this engine (reset, or its "
-                "connection to RabbitMQ was lost and RabbitMQ requeued it); do not acknowledge it"
-            )
+            raise stale_claim(msg, _STALE_HERE)
         return st
 
     def _settle(self, msg: PendingMessageWithId, dead: bool) -> None:
@@ -373,19 +338,9 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
 
     def _ready(self, queue: str) -> int:
         """Ready messages of a queue (0 if it does not exist), by a passive declare."""
-        return self._message_count(lambda: self._broker.channel.queue_declare(queue, passive=True))
-
-    def _message_count(self, op: Callable[[], Any]) -> int:
-        """The ``message_count`` a queue method answers, or 0 when the queue does not exist
-        (RabbitMQ then closes the channel, and Dramatiq opens a new one on next use)."""
-        try:
-            ok = op()
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            del self._broker.channel
-            if exc.reply_code == 404:
-                return 0
-            raise
-        return int(ok.method.message_count)
+        return message_count(
+            self._broker, lambda: self._broker.channel.queue_declare(queue, passive=True)
+        )
 
     def _pending_count(self, session_id: str) -> int:
         st = self._session(session_id)
@@ -404,7 +359,9 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
             if st.proxy is not None and st.token is None:
                 self._drop_consumer(st)  # prefetched or waiting to retry: pending, give it back
             with self._boundary("clear"):
-                return self._message_count(lambda: self._broker.channel.queue_purge(st.queue))
+                return message_count(
+                    self._broker, lambda: self._broker.channel.queue_purge(st.queue)
+                )
 
     def _reset_processing(self, session_id: str | None) -> int:
         moved = 0
@@ -437,37 +394,19 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
 
     def _queues(self) -> set[str]:
         """Queue names from the registry (read and put back) and this engine's own."""
-        names = {raw.decode() for raw, _redelivered in self._snapshot(self._registry)}
+        names = {raw.decode() for raw, _redelivered in snapshot(self._broker, self._registry)}
         with self._lock:
             self._known |= names
             return set(self._known)
-
-    def _snapshot(self, queue: str) -> list[tuple[bytes, bool]]:
-        """Every ready message body of ``queue``; closing the channel requeues them in place."""
-        channel = self._broker.connection.channel()
-        bodies: list[tuple[bytes, bool]] = []
-        try:
-            while True:
-                method, _props, body = channel.basic_get(queue, auto_ack=False)
-                if method is None:
-                    break
-                bodies.append((body, bool(method.redelivered)))
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code != 404:
-                raise
-            return []
-        with contextlib.suppress(pika.exceptions.AMQPError):
-            channel.close()
-        return bodies
 
     def inspect_raw(self) -> list[RawMessage]:
         self._check_open()
         rows: list[RawMessage] = []
         with self._boundary("inspect"):
             for queue in sorted(self._queues()):
-                for body, _ in self._snapshot(queue):
+                for body, _ in snapshot(self._broker, queue):
                     rows.append(self._raw(Message.decode(body), "pending", 0))
-                for body, _ in self._snapshot(xq_name(queue)):
+                for body, _ in snapshot(self._broker, xq_name(queue)):
                     rows.append(self._raw(Message.decode(body), "dead", 0))
         for st in self._all_sessions():
             proxy = st.proxy
@@ -479,21 +418,9 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
     def _raw(
         self, message: Message[Any], status: MessageStatus, attempt: int, token: int | None = None
     ) -> RawMessage:
-        env = message.args[0]
         mid = int(message.options["obsq_id"])
-        return RawMessage(
-            id=mid,
-            session_id=env["session_id"],
-            content_session_id=env["content_session_id"],
-            kind=env["kind"],
-            tool_use_id=env["tool_use_id"],
-            payload=env["payload"],
-            original_timestamp=env["original_timestamp"],
-            status=status,
-            attempt=attempt,
-            claim_token=token,
-            last_error=self._errors.get(mid),
-        )
+        error = self._errors.get(mid)
+        return tasks.stored_envelope(message.args[0], mid, status, attempt, (token, None), error)
 
     def describe(self) -> dict[str, Any]:
         self._check_open()
@@ -508,7 +435,7 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
                 "pika": version("pika"),
                 "broker": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
                 "prefetch": 1,
-                "poll_ms": self._poll_ms,
+                "poll_interval_s": self._poll_interval_s,
             },
             "server": {"product": server.get("product"), "version": server.get("version")},
             "durability": {

@@ -10,7 +10,7 @@ What Dramatiq (2.2) gives, used through its public API the way its users use it:
   Dramatiq worker could run it).
 * **FIFO storage.** One Dramatiq queue per session (``s_<session>``, or ``x_<hex>`` for ids that
   are not valid queue names): Dramatiq's list of message ids plus its ``.msgs`` hash.
-* **Delivery and acknowledgement.** ``broker.consume(queue, prefetch=1, timeout=poll_max_ms)``
+* **Delivery and acknowledgement.** ``broker.consume(queue, prefetch=1, timeout=…)``
   fetches (Dramatiq's script moves the message into its per-broker acks set: *in flight*);
   ``consumer.ack`` deletes it, ``consumer.nack`` moves it to Dramatiq's dead-letter queue
   (``.XQ``), which is the contract's *dead* state. obsqueue's iterator replaces Dramatiq's
@@ -18,8 +18,8 @@ What Dramatiq (2.2) gives, used through its public API the way its users use it:
   contract; no Dramatiq worker runs.
 * **Wakeup.** Dramatiq's Redis consumer polls: after an empty fetch it sleeps
   ``dramatiq.common.compute_backoff(misses, max_backoff=timeout)`` — 5 ms doubling, jittered, up
-  to ``timeout``. The iterator waits exactly so between claims (``poll_max_ms``, default 100,
-  at most 200, the iterator's wait slice; Dramatiq's ``Worker`` uses ``worker_timeout=1000``),
+  to ``timeout``. The iterator waits exactly so between claims (``poll_interval_s``, default 0.1,
+  at most 0.2, the iterator's wait slice; Dramatiq's ``Worker`` uses ``worker_timeout=1000``),
   plus an in-process wake for enqueues made through the same engine object. There is no push:
   wakeup across processes is this poll (measured p50 41 ms, p99 92 ms at the default).
 
@@ -65,13 +65,12 @@ Durability: all state — Dramatiq's and the glue — lives in Redis, and every 
 written before ``enqueue`` returns. With ``appendonly yes`` + ``appendfsync always`` a returned
 enqueue or ack survives kill -9 of the server; ``describe()`` reads the settings from the server.
 Claims are not renewed automatically: a consumer that may outlive its lease calls
-``extend_lease``. Engine options: ``poll_max_ms``, ``socket_timeout_s``, ``max_connections``.
+``extend_lease``. Engine options: ``poll_interval_s``, ``socket_timeout_s``, ``max_connections``.
 ``dramatiq+amqp://`` is a separate engine: ``obsqueue.engines.dramatiq.amqp_engine``.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -86,26 +85,19 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
 
 from obsqueue.engines import tasks
-from obsqueue.engines.base import (
-    Capability,
-    Claim,
-    EnqueueResult,
-    MessageStatus,
-    ObservationQueueEngine,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-)
+from obsqueue.engines.base import PendingMessageWithId, RawMessage
+from obsqueue.engines.dramatiq.queues import queue_name
+from obsqueue.engines.options import positive_seconds, to_ms
+from obsqueue.engines.records import dedupe_field
+from obsqueue.engines.redis.family import RedisBacked
 from obsqueue.engines.redis.link import (
     NotSentError,
-    RedisLink,
     claim_token,
-    socket_timeout,
     storable,
-    to_ms,
     unlink_matching,
 )
-from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError, redact_url
+from obsqueue.engines.types import Capability, Claim, EnqueueResult, MessageStatus, PendingMessage
+from obsqueue.errors import EngineUnavailableError, redact_url, stale_claim
 
 __all__ = ["DramatiqEngine", "queue_name"]
 
@@ -123,20 +115,13 @@ SCRIPTS = (
     "clear",
     "depth",
 )
+#: The default of ``poll_interval_s``: the longest wait between two claims of an idle session.
+POLL_INTERVAL_S = 0.1
 #: How long a fence pins a lease while Dramatiq's ack runs, so no claim overtakes it.
 ACK_GRACE_MS = 5000
-_SAFE_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
-def queue_name(session_id: str) -> str:
-    """The Dramatiq queue of a session: ``s_<id>`` when the id is a safe queue name, else
-    ``x_<utf-8 hex>`` (injective; never a dot, which Dramatiq's key layout uses)."""
-    if len(session_id) <= 200 and set(session_id) <= _SAFE_NAME:
-        return f"s_{session_id}"
-    return f"x_{session_id.encode('utf-8').hex()}"
-
-
-class DramatiqEngine(ObservationQueueEngine):
+class DramatiqEngine(RedisBacked):
     """Sessions as Dramatiq queues, messages as Dramatiq messages; obsqueue's glue adds the
     gate, leases, fencing, attempts, dedupe and ids (see the module docstring)."""
 
@@ -144,7 +129,6 @@ class DramatiqEngine(ObservationQueueEngine):
     # Every property holds with the glue; SERVER_CRASH_DURABLE in the durable configuration only
     # (appendfsync always): describe()["durability"]["server_crash_durable"] says which is live.
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
-    server_kind: ClassVar[str | None] = "redis"
     glue: ClassVar[tuple[str, ...]] = (
         "message ids: INCR counter, stored as Dramatiq message option obsq_id",
         "per-session gate: a claim takes it before Dramatiq's fetch (prefetch=1 bounds only one "
@@ -161,21 +145,13 @@ class DramatiqEngine(ObservationQueueEngine):
     )
 
     def __init__(
-        self,
-        url: str,
-        *,
-        poll_max_ms: int = 100,
-        socket_timeout_s: float = 10.0,
-        max_connections: int = 512,
-        **options: Any,
+        self, url: str, *, poll_interval_s: float = POLL_INTERVAL_S, **options: Any
     ) -> None:
+        poll_s = positive_seconds("poll_interval_s", poll_interval_s, at_most=0.2)
         super().__init__(url, **options)
-        self._poll_max_ms = _check_poll(poll_max_ms)
-        self._socket_timeout_s = socket_timeout(socket_timeout_s)
-        self._reserve_ms = int(1000 * (2 * self._socket_timeout_s + 5))
-        self._link = self._make_link(url, max_connections)
+        self._poll_interval_s, self._poll_max_ms = poll_s, to_ms(poll_s)
+        self._reserve_ms = int(1000 * (2 * self._link.socket_timeout_s + 5))
         self._redis: redis.Redis[bytes] = self._link.client
-        self._link.check_reachable()
         self._ns = f"obsq-dramatiq:{self.options.namespace}"
         self._broker = RedisBroker(  # type: ignore[no-untyped-call]
             client=self._redis, namespace=self._ns, middleware=[], maintenance_chance=0
@@ -188,21 +164,14 @@ class DramatiqEngine(ObservationQueueEngine):
         self._held_lock = threading.Lock()
         self._misses = threading.local()
 
-    def _make_link(self, url: str, max_connections: int) -> RedisLink:
-        scheme, _, rest = url.partition("://")
+    def _redis_url(self, url: str) -> str:
+        scheme = url.partition("://")[0]
         if scheme.lower() != "dramatiq+redis":
             raise EngineUnavailableError(
                 f"{redact_url(url)}: this engine implements dramatiq+redis:// only; "
                 "use dramatiq+redis://host:port/db (dramatiq+amqp:// is DramatiqAmqpEngine)"
             )
-        return RedisLink(
-            f"redis://{rest}",
-            shown_url=url,
-            connect_timeout_s=self.options.connect_timeout_s,
-            socket_timeout_s=self._socket_timeout_s,
-            max_connections=max_connections,
-            check_open=self._check_open,
-        )
+        return super()._redis_url(url)
 
     # ------------------------------------------------------------------- errors and retries
 
@@ -233,11 +202,8 @@ class DramatiqEngine(ObservationQueueEngine):
         self, session_id: str, content_session_id: str, message: PendingMessage, payload_json: str
     ) -> EnqueueResult:
         queue = queue_name(session_id)
-        field = (
-            ""
-            if message.tool_use_id is None
-            else json.dumps([content_session_id, message.tool_use_id], ensure_ascii=False)
-        )
+        tuid = message.tool_use_id
+        field = "" if tuid is None else dedupe_field(content_session_id, tuid)
         message_id = self._reserve(queue, field)
         if message_id < 0:
             return EnqueueResult(-message_id, duplicate=True)
@@ -253,9 +219,12 @@ class DramatiqEngine(ObservationQueueEngine):
         return EnqueueResult(message_id)
 
     def _reserve(self, queue: str, field: str) -> int:
-        """A new id, or minus the id of the queued message with the same dedupe key."""
+        """A new id, or minus the id of the queued message with the same dedupe key. Waits while
+        another enqueue holds the key between reserve and confirm: at most until that
+        reservation expires (``_reserve_ms``), plus ``connect_timeout_s``."""
         pause_s = 0.001
-        while True:
+        give_up = time.monotonic() + self._reserve_ms / 1000 + self.options.connect_timeout_s
+        while time.monotonic() < give_up:
             raw_id, verdict = self._run("reserve", queue, [field, self._reserve_ms])
             if verdict == b"new":
                 return int(raw_id)
@@ -263,6 +232,10 @@ class DramatiqEngine(ObservationQueueEngine):
                 return -int(raw_id)
             time.sleep(pause_s)  # another enqueue of this key is between reserve and confirm
             pause_s = min(pause_s * 2, 0.05)
+        raise EngineUnavailableError(
+            f"{redact_url(self.url)}: the dedupe key stayed reserved by another enqueue past its "
+            "reservation; nothing was enqueued: retry"
+        )
 
     def _claim_next(
         self, session_id: str, consumer_id: str, lease_s: float
@@ -292,26 +265,16 @@ class DramatiqEngine(ObservationQueueEngine):
         with self._held_lock:
             self._held[session_id] = (token, proxy)
         self._misses.__dict__.pop(session_id, None)
-        env = proxy.args[0]
-        return PendingMessageWithId(
-            kind=env["kind"],
-            tool_use_id=env["tool_use_id"],
-            payload=env["payload"],
-            original_timestamp=env["original_timestamp"],
-            id=int(proxy.options["obsq_id"]),
-            session_id=session_id,
-            content_session_id=env["content_session_id"],
-            attempt=int(done[0]),
-            claim=Claim(token, int(done[1]), consumer),
-            enqueued_at_ms=int(proxy.message_timestamp),
-        )
+        claim = (token, done[1], consumer)
+        mid, enq = proxy.options["obsq_id"], proxy.message_timestamp
+        return tasks.delivered_envelope(proxy.args[0], mid, done[0], claim, enq)
 
     def _fence(self, msg: PendingMessageWithId, mode: str, ms: int) -> tuple[str, Any]:
         """Check the claim (raising StaleClaimError) and set its lease; return (queue, reply)."""
         queue = queue_name(msg.session_id)
         reply = self._run("fence", queue, [claim_token(msg), mode, ms], repeatable=True)
         if reply is None:
-            raise _stale(msg)
+            raise stale_claim(msg)
         return queue, reply
 
     def _proxy(self, msg: PendingMessageWithId, queue: str, rid: bytes) -> MessageProxy:
@@ -325,7 +288,7 @@ class DramatiqEngine(ObservationQueueEngine):
         key = f"{self._ns}:{queue}.msgs"
         data = self._call(lambda: self._redis.hget(key, rid), repeatable=True)
         if data is None:
-            raise _stale(msg)
+            raise stale_claim(msg)
         return MessageProxy(Message.decode(data))
 
     def _settle(self, msg: PendingMessageWithId, outcome: str, reason: str) -> None:
@@ -336,7 +299,7 @@ class DramatiqEngine(ObservationQueueEngine):
         settle = dq_consumer.ack if outcome == "acked" else dq_consumer.nack
         self._call(lambda: settle(proxy), repeatable=False)
         if not self._run("release", queue, [claim_token(msg), rid, outcome, reason]):
-            raise _stale(msg)
+            raise stale_claim(msg)
 
     def _mark_processed(self, msg: PendingMessageWithId) -> None:
         self._settle(msg, "acked", "")
@@ -348,7 +311,7 @@ class DramatiqEngine(ObservationQueueEngine):
         queue = queue_name(msg.session_id)
         args = [claim_token(msg), self.retry_delay_ms(msg.attempt), storable(reason)]
         if self._run("requeue", queue, args) is None:
-            raise _stale(msg)
+            raise stale_claim(msg)
         with self._held_lock:
             self._held.pop(msg.session_id, None)
 
@@ -374,7 +337,7 @@ class DramatiqEngine(ObservationQueueEngine):
 
     def _wait_for_work(self, session_id: str, timeout_s: float, mark: object) -> None:
         """Dramatiq's consumer poll: sleep ``compute_backoff(misses)`` after an empty claim,
-        5 ms doubling (jittered) up to ``poll_max_ms``; woken early by enqueues made through
+        5 ms doubling (jittered) up to ``poll_interval_s``; woken early by enqueues made through
         this engine object."""
         misses = self._misses.__dict__.get(session_id, 0)
         misses, backoff_ms = dramatiq.common.compute_backoff(misses, max_backoff=self._poll_max_ms)
@@ -421,7 +384,7 @@ class DramatiqEngine(ObservationQueueEngine):
             "broker_namespace": self._ns,
             "maintenance_chance": self._broker.maintenance_chance,
             "heartbeat_timeout_ms": self._broker.heartbeat_timeout,
-            "poll_max_ms": self._poll_max_ms,
+            "poll_interval_s": self._poll_interval_s,
         }
         return {
             **self._link.describe("dramatiq", aof_fallback=False, **client),
@@ -449,33 +412,9 @@ def _raw(
     gate: dict[bytes, bytes],
 ) -> RawMessage:
     message = Message.decode(data)
-    env = message.args[0]
-    return RawMessage(
-        id=int(message.options["obsq_id"]),
-        session_id=env["session_id"],
-        content_session_id=env["content_session_id"],
-        kind=env["kind"],
-        tool_use_id=env["tool_use_id"],
-        payload=env["payload"],
-        original_timestamp=env["original_timestamp"],
-        status=status,
-        attempt=int(attempt or 0),
-        claim_token=int(gate[b"token"]) if gate else None,
-        lease_expires_at_ms=int(gate[b"lease"]) if gate else None,
-        last_error=None if error is None else error.decode(),
-    )
-
-
-def _check_poll(poll_max_ms: object) -> int:
-    if (
-        isinstance(poll_max_ms, bool)
-        or not isinstance(poll_max_ms, int)
-        or not 1 <= poll_max_ms <= 200
-    ):
-        raise InvalidMessageError(
-            "poll_max_ms", f"must be an int from 1 to 200 (ms), got {poll_max_ms!r}"
-        )
-    return poll_max_ms
+    claim = (gate[b"token"], gate[b"lease"]) if gate else (None, None)
+    mid = message.options["obsq_id"]
+    return tasks.stored_envelope(message.args[0], mid, status, attempt, claim, error)
 
 
 def _unwrap_closed(op: Callable[[], T]) -> Callable[[], T]:
@@ -493,11 +432,3 @@ def _unwrap_closed(op: Callable[[], T]) -> Callable[[], T]:
             raise NotSentError(str(closed)) from closed
 
     return run
-
-
-def _stale(msg: PendingMessageWithId) -> StaleClaimError:
-    token = msg.claim.token if msg.claim is not None else None
-    return StaleClaimError(
-        f"message {msg.id} is no longer held by claim {token}: its lease expired and it was "
-        "delivered again, or it was reset; do not acknowledge it"
-    )

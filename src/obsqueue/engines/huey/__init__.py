@@ -1,3 +1,4 @@
-"""Huey adapters: on Redis and on SQLite (``engine.py``), with obsqueue's glue tables (``glue.py``,
-``stores.py``).
+"""Huey adapters (driver: huey): the protocol both share (``engine.py``, over ``glue.py``), and one
+variant per storage — ``redis_engine.py`` + ``redis_store.py`` (imports redis) and
+``sqlite_engine.py`` + ``sqlite_store.py`` (imports no Redis client).
 """

@@ -1,5 +1,9 @@
 """``huey+redis://host:port/db`` and ``huey+sqlite:///path`` — adapters over Huey (tested: 3.5).
 
+This module holds what both share: the protocol over Huey's queue and the glue store
+(``HueyEngine``). The variants are ``huey/redis_engine.py`` (with ``huey/redis_store.py``) and
+``huey/sqlite_engine.py`` (with ``huey/sqlite_store.py``); only the first imports redis.
+
 What Huey gives, used through its public API as its users would:
 
 * a **task** per observation: ``huey.task()(record_observation)`` (``engines/tasks.py``) on a
@@ -12,7 +16,7 @@ What Huey gives, used through its public API as its users would:
 * **peek** (``huey.pending(limit=1)``), **dequeue** (``huey.dequeue()``: the task is *removed*),
   ``pending_count()``, ``flush()`` and Huey's serializer (pickle).
 
-What Huey lacks, and obsqueue adds (the ``glue`` ClassVar; the record is ``engines/huey_glue.py``):
+What Huey lacks, and obsqueue adds (the ``glue`` ClassVar; the record is ``engines/huey/glue.py``):
 
 * **No acknowledgement.** Huey's dequeue removes the task, so a consumer that dies holding it
   loses it (Huey's documented at-most-once delivery). obsqueue writes a per-session *slot* record
@@ -62,32 +66,13 @@ from __future__ import annotations
 
 import abc
 import json
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from importlib import metadata
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import urlsplit
 
-import redis
-import redis.exceptions
-from huey import RedisHuey, SqliteHuey
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
-from obsqueue.engines.base import (
-    Capability,
-    Claim,
-    EnqueueResult,
-    ObservationQueueEngine,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-    decode_payload,
-    now_ms,
-)
+from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId
 from obsqueue.engines.huey.glue import (
     GlueStore,
     Held,
@@ -105,17 +90,13 @@ from obsqueue.engines.huey.glue import (
     take,
     unblock,
 )
-from obsqueue.engines.huey.stores import RedisGlue, SqliteGlue
-from obsqueue.engines.redis.link import NOT_REACHED, RedisLink, library_versions
+from obsqueue.engines.options import to_ms
+from obsqueue.engines.records import delivered, stored
 from obsqueue.engines.tasks import record_observation
-from obsqueue.errors import (
-    EngineUnavailableError,
-    InvalidMessageError,
-    StaleClaimError,
-    redact_url,
-)
+from obsqueue.engines.types import Claim, EnqueueResult, PendingMessage, RawMessage, now_ms
+from obsqueue.errors import EngineUnavailableError, stale_claim
 
-__all__ = ["HueyRedisEngine", "HueySqliteEngine"]
+__all__ = ["COMMON_GLUE", "HueyEngine", "envelope", "huey_name"]
 
 T = TypeVar("T")
 
@@ -155,7 +136,7 @@ def envelope(
     }
 
 
-class _HueyEngine(ObservationQueueEngine):
+class HueyEngine(ObservationQueueEngine):
     """What both variants share: the protocol over Huey's queue and the glue store."""
 
     DEDUPE_GRACE_S: ClassVar[float] = 5.0
@@ -183,8 +164,10 @@ class _HueyEngine(ObservationQueueEngine):
         """The backdoor: the stored task bytes of a Huey queue, read directly, dequeue order."""
 
     @abc.abstractmethod
-    def _call(self, op: Callable[[], T]) -> T:
-        """Run ``op``, translating the driver's connection errors to EngineUnavailableError."""
+    def _call(self, op: Callable[[], T], *, repeatable: bool = False) -> T:
+        """Run ``op``, translating the driver's errors to EngineUnavailableError. One ``op``
+        may bundle several of Huey's and the glue's writes: it is run again (under the retry
+        policy) only when ``repeatable``, i.e. when it only reads."""
 
     # ------------------------------------------------------------------ Huey instances
 
@@ -219,9 +202,12 @@ class _HueyEngine(ObservationQueueEngine):
         return self._call(run)
 
     def _reserve(self, session_id: str, csid: str, tuid: str | None) -> Prepared:
-        """Take an id (and the dedupe key), or find the queued message holding the key."""
+        """Take an id (and the dedupe key), or find the queued message holding the key. A record
+        older than ``DEDUPE_GRACE_S`` is replaced, so the wait is bounded by that grace (plus
+        ``connect_timeout_s``, should the clocks disagree)."""
         stale = 0
-        while True:
+        give_up = time.monotonic() + self.DEDUPE_GRACE_S + self.options.connect_timeout_s
+        while time.monotonic() < give_up:
             prepared = self._store.prepare(session_id, csid, tuid, stale)
             if prepared.kind != "check":
                 return prepared
@@ -231,6 +217,10 @@ class _HueyEngine(ObservationQueueEngine):
                 stale = prepared.id  # its producer died before enqueueing: replace the record
             else:
                 time.sleep(0.005)  # its producer is between reserving and enqueueing
+        raise EngineUnavailableError(
+            f"the dedupe key of ({csid!r}, {tuid!r}) stayed reserved by another enqueue past "
+            f"{self.DEDUPE_GRACE_S} s; nothing was enqueued: retry"
+        )
 
     def _present(self, session_id: str, message_id: int) -> bool:
         """Is the message pending or in flight? Huey's queue is read before the slot: a task
@@ -249,7 +239,7 @@ class _HueyEngine(ObservationQueueEngine):
     def _claim_next(
         self, session_id: str, consumer_id: str, lease_s: float
     ) -> PendingMessageWithId | None:
-        lease_ms, max_attempts = _ms(lease_s), self.options.max_attempts
+        lease_ms, max_attempts = to_ms(lease_s), self.options.max_attempts
 
         def step_of(tx: Any) -> Step:
             return claim_step(tx, consumer_id, lease_ms, max_attempts)
@@ -315,7 +305,7 @@ class _HueyEngine(ObservationQueueEngine):
         if not self._call(
             lambda: self._store.update(msg.session_id, lambda tx: ack(tx, msg.id, token))
         ):
-            raise _stale(msg)
+            raise stale_claim(msg)
 
     def _mark_failed(self, msg: PendingMessageWithId, reason: str, retry: bool) -> None:
         token, delay_ms = _token(msg), self.retry_delay_ms(msg.attempt)
@@ -324,17 +314,17 @@ class _HueyEngine(ObservationQueueEngine):
             return fail(tx, msg.id, token, reason, retry, delay_ms, self.options.max_attempts)
 
         if not self._call(lambda: self._store.update(msg.session_id, change)):
-            raise _stale(msg)
+            raise stale_claim(msg)
 
     def _extend_lease(self, msg: PendingMessageWithId, lease_s: float) -> Claim:
-        token, lease_ms = _token(msg), _ms(lease_s)
+        token, lease_ms = _token(msg), to_ms(lease_s)
         held = self._call(
             lambda: self._store.update(
                 msg.session_id, lambda tx: extend(tx, msg.id, token, lease_ms)
             )
         )
         if held is None:
-            raise _stale(msg)
+            raise stale_claim(msg)
         return Claim(token, held.lease_ms, held.consumer)
 
     # ------------------------------------------------------------ counts and clear
@@ -350,13 +340,15 @@ class _HueyEngine(ObservationQueueEngine):
         return count
 
     def _pending_count(self, session_id: str) -> int:
-        return self._call(lambda: self._count(session_id))
+        return self._call(lambda: self._count(session_id), repeatable=True)
 
     def _total_depth(self) -> int:
-        return self._call(lambda: sum(self._count(s) for s in self._store.sessions()))
+        return self._call(
+            lambda: sum(self._count(s) for s in self._store.sessions()), repeatable=True
+        )
 
     def _clear_pending(self, session_id: str) -> int:
-        lease_ms = _ms(self.options.lease_s)
+        lease_ms = to_ms(self.options.lease_s)
 
         def run() -> int:
             residue = self._store.update(session_id, lambda tx: block(tx, lease_ms))
@@ -402,7 +394,7 @@ class _HueyEngine(ObservationQueueEngine):
 
     def inspect_raw(self) -> list[RawMessage]:
         self._check_open()
-        return self._call(self._read_raw)
+        return self._call(self._read_raw, repeatable=True)
 
     def _read_raw(self) -> list[RawMessage]:
         sessions = self._store.sessions()
@@ -432,7 +424,7 @@ class _HueyEngine(ObservationQueueEngine):
                 self._huey(session_id)[0].flush()  # Huey's own cleanup of its queue's keys
             self._store.destroy()
 
-        self._call(run)
+        self._call(run, repeatable=True)
 
     def _release_hueys(self) -> None:
         with self._hueys_lock:
@@ -441,219 +433,12 @@ class _HueyEngine(ObservationQueueEngine):
             self._hueys.clear()
 
 
-# ------------------------------------------------------------------------ huey+redis://
-
-
-class _HueyLink(RedisLink):
-    """The shared Redis layer (``redis_link``) under this adapter's rule: every call runs
-    once, never retried, since one call may bundle several of Huey's and the glue's writes
-    (so ``repeatable`` is not consulted); a connection error says a write in flight may or may
-    not have happened."""
-
-    REFUSALS: ClassVar[tuple[str, ...]] = ("OOM", "MISCONF", "READONLY", "NOPERM", "LOADING")
-
-    def call(self, op: Callable[[], T], *, repeatable: bool = False) -> T:
-        try:
-            return op()
-        except NOT_REACHED as exc:
-            self.check_open()
-            raise self.unavailable(
-                exc, "is the server running? a write in flight may or may not have happened"
-            ) from exc
-        except redis.exceptions.ResponseError as exc:
-            if not str(exc).startswith(self.REFUSALS):
-                raise
-            raise self.unavailable(exc, "the server refused the command") from exc
-
-
-class HueyRedisEngine(_HueyEngine):
-    """Huey's ``RedisHuey`` (one list per session) plus the glue in the same Redis."""
-
-    scheme: ClassVar[str] = "huey+redis"
-    # SERVER_CRASH_DURABLE holds in the durable configuration only (appendfsync always).
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
-    server_kind: ClassVar[str | None] = "redis"
-    glue: ClassVar[tuple[str, ...]] = (*COMMON_GLUE, "wake-up list per session (BLPOP)")
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        socket_timeout_s: float = 10.0,
-        max_connections: int = 512,
-        **options: Any,
-    ) -> None:
-        super().__init__(url, **options)
-        _require_seconds("socket_timeout_s", socket_timeout_s)
-        self._redis_url = "redis://" + url.partition("://")[2]
-        self._link = _HueyLink(
-            self._redis_url,
-            shown_url=url,
-            connect_timeout_s=self.options.connect_timeout_s,
-            socket_timeout_s=float(socket_timeout_s),
-            max_connections=max_connections,
-            check_open=self._check_open,
-        )
-        self._redis: redis.Redis[bytes] = self._link.client
-        self._store = RedisGlue(self._redis, self.options.namespace, float(socket_timeout_s))
-        self._link.check_reachable(self._ping)
-
-    def _ping(self) -> None:
-        """PING on a throwaway client whose every timeout is ``connect_timeout_s``, so a server
-        that accepts and never answers is reported in time too."""
-        t = self.options.connect_timeout_s
-        probe = redis.Redis.from_url(
-            self._redis_url,
-            socket_connect_timeout=t,
-            socket_timeout=t,
-            retry=Retry(NoBackoff(), 0),
-        )
-        try:
-            probe.ping()
-        finally:
-            probe.close()
-
-    def _new_huey(self, name: str) -> Any:
-        return RedisHuey(
-            name, results=False, connection_pool=self._link.pool, blocking=False, clean_name=False
-        )
-
-    def _raw_queue(self, huey: Any) -> list[bytes]:
-        return list(reversed(self._redis.lrange(huey.storage.queue_key, 0, -1)))
-
-    def _call(self, op: Callable[[], T]) -> T:
-        return self._link.call(op)
-
-    def describe(self) -> dict[str, Any]:
-        self._check_open()
-        server = self._link.server(mode=False)
-        return {
-            "library": library_versions("huey"),
-            "client": {"connect_timeout_s": self.options.connect_timeout_s},
-            "server": server,
-            "durability": self._link.durability(aof_fallback=False),
-        }
-
-    def _close(self) -> None:
-        self._release_hueys()
-        self._link.close()
-
-
-# ----------------------------------------------------------------------- huey+sqlite://
-
-
-class HueySqliteEngine(_HueyEngine):
-    """Huey's ``SqliteHuey`` (rows of its ``task`` table per session) plus glue tables in the
-    same file. Not SERVER_CRASH_DURABLE: there is no server; power-loss durability rests on
-    ``synchronous=FULL``, which ``describe()`` reports."""
-
-    scheme: ClassVar[str] = "huey+sqlite"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability) - {
-        Capability.SERVER_CRASH_DURABLE
-    }
-    server_kind: ClassVar[str | None] = None
-    glue: ClassVar[tuple[str, ...]] = (
-        *COMMON_GLUE,
-        "glue tables obsq_huey_* in Huey's SQLite file",
-        "wake-up by polling PRAGMA data_version",
-    )
-
-    SESSION_CACHE: ClassVar[int] = 32  # each SqliteHuey holds a connection (3 fds with WAL)
-
-    def __init__(self, url: str, *, busy_timeout_s: float = 10.0, **options: Any) -> None:
-        super().__init__(url, **options)
-        _require_seconds("busy_timeout_s", busy_timeout_s)
-        self._path = _sqlite_path(url)
-        self._busy_timeout_s = float(busy_timeout_s)
-        self._glue = self._call(
-            lambda: SqliteGlue(self._path, self.options.namespace, self._busy_timeout_s)
-        )
-        self._store = self._glue
-        try:  # the namespace's own Huey instance creates Huey's tables and serves describe()
-            self._root = self._call(
-                lambda: self._new_huey(huey_name(self.options.namespace, ""), create=True)
-            )
-        except BaseException:
-            self._glue.close()
-            raise
-
-    def _new_huey(self, name: str, create: bool = False) -> Any:
-        return SqliteHuey(
-            name,
-            results=False,
-            filename=self._path,
-            fsync=True,
-            strict_fifo=True,
-            timeout=self._busy_timeout_s,
-            create_tables=create,
-        )
-
-    def _drop_huey(self, huey: Any) -> None:
-        huey.storage.close()
-
-    def _raw_queue(self, huey: Any) -> list[bytes]:
-        return self._glue.huey_tasks(huey.storage.name)
-
-    def _call(self, op: Callable[[], T]) -> T:
-        try:
-            return op()
-        except sqlite3.Error as exc:
-            self._check_open()
-            raise EngineUnavailableError(
-                f"SQLite file {self._path} failed: {exc}; check that the directory "
-                "exists and is writable, and that no process holds a lock for long"
-            ) from exc
-
-    def describe(self) -> dict[str, Any]:
-        self._check_open()
-        glue = self._call(self._glue.pragmas)
-        sync = self._call(lambda: self._root.storage.sql("PRAGMA synchronous", results=True)[0][0])
-        return {
-            "library": {"huey": _version("huey"), "sqlite": sqlite3.sqlite_version},
-            "client": {"busy_timeout_s": self._busy_timeout_s, "path": self._path},
-            "server": None,
-            "durability": {**glue, "huey_synchronous": sync},
-        }
-
-    def _close(self) -> None:
-        self._release_hueys()
-        self._drop_huey(self._root)
-        self._glue.close()
-
-
 # ---------------------------------------------------------------------------- helpers
-
-
-def _sqlite_path(url: str) -> str:
-    """``huey+sqlite:///obs.db`` -> ``obs.db``; ``huey+sqlite:////tmp/q.db`` -> ``/tmp/q.db``."""
-    parts = urlsplit(url)
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    if parts.netloc or not path or path == ":memory:":
-        raise InvalidMessageError(
-            "url", f"must name a file, e.g. huey+sqlite:///obs.db; got {redact_url(url)!r}"
-        )
-    return path
-
-
-def _require_seconds(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise InvalidMessageError(name, f"must be a positive number of seconds, got {value!r}")
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
 
 
 def _token(msg: PendingMessageWithId) -> int:
     assert msg.claim is not None  # checked by the base class
     return msg.claim.token
-
-
-def _stale(msg: PendingMessageWithId) -> StaleClaimError:
-    return StaleClaimError(
-        f"message {msg.id} is no longer held by claim {_token(msg)}: its lease expired and it "
-        "was delivered again, or it was reset; do not acknowledge it"
-    )
 
 
 def _slot_messages(slot: Slot) -> Iterator[Held | Any]:
@@ -664,18 +449,10 @@ def _slot_messages(slot: Slot) -> Iterator[Held | Any]:
 
 def _message(session_id: str, held: Held, env: dict[str, Any]) -> PendingMessageWithId:
     assert held.token is not None
-    return PendingMessageWithId(
-        kind=env["kind"],
-        tool_use_id=env["tool_use_id"],
-        payload=decode_payload(env["payload_json"]),
-        original_timestamp=int(env["original_timestamp"]),
-        id=held.id,
-        session_id=session_id,
-        content_session_id=env["content_session_id"],
-        attempt=held.attempt,
-        claim=Claim(held.token, held.lease_ms, held.consumer),
-        enqueued_at_ms=int(env["enqueued_at_ms"]),
-    )
+    fields = env["content_session_id"], env["kind"], env["tool_use_id"], env["payload_json"]
+    ts, enq = env["original_timestamp"], env["enqueued_at_ms"]
+    claim = (held.token, held.lease_ms, held.consumer)
+    return delivered(held.id, session_id, *fields, ts, held.attempt, claim, enq)
 
 
 def _raw(
@@ -685,25 +462,9 @@ def _raw(
     attempt: int = 0,
     error: str | None = None,
 ) -> RawMessage:
-    token = held.token if held is not None else None
-    return RawMessage(
-        id=int(env["id"]),
-        session_id=env["session_id"],
-        content_session_id=env["content_session_id"],
-        kind=env["kind"],
-        tool_use_id=env["tool_use_id"],
-        payload=decode_payload(env["payload_json"]),
-        original_timestamp=int(env["original_timestamp"]),
-        status=held.status if held is not None else status,  # type: ignore[arg-type]
-        attempt=held.attempt if held is not None else attempt,
-        claim_token=token,
-        lease_expires_at_ms=held.lease_ms if held is not None and token is not None else None,
-        last_error=held.error if held is not None else error,
-    )
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
+    fields = env["session_id"], env["content_session_id"], env["kind"], env["tool_use_id"]
+    payload, ts = env["payload_json"], env["original_timestamp"]
+    if held is None:
+        return stored(env["id"], *fields, payload, ts, status, attempt, (None, None), error)
+    claim = (held.token, held.lease_ms if held.token is not None else None)
+    return stored(env["id"], *fields, payload, ts, held.status, held.attempt, claim, held.error)

@@ -1,4 +1,4 @@
-"""The glue the Huey adapters (``engines/huey.py``) keep beside Huey's storage, in the same backend.
+"""The glue the Huey adapters (``engines/huey/``) keep beside Huey's storage, in the same backend.
 
 Huey stores each session's pending tasks in a queue named after a Huey instance and removes a task
 when it is dequeued. Everything the contract needs beyond that lives here:
@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeVar
 
-from obsqueue.engines.base import now_ms
+from obsqueue.engines.types import now_ms
 
 __all__ = [
     "DeadRow",

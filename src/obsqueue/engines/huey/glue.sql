@@ -1,6 +1,6 @@
 -- glue.sql: the glue tables obsqueue keeps beside Huey's own tables (task, schedule, kv,
 -- counter) in the same SQLite file, for huey+sqlite://. One row set per namespace (ns).
--- Every statement runs inside a BEGIN IMMEDIATE transaction opened by huey_glue.py.
+-- Every statement runs inside a BEGIN IMMEDIATE transaction opened by huey/sqlite_store.py.
 
 -- create_meta --
 CREATE TABLE IF NOT EXISTS obsq_huey_meta (

@@ -4,7 +4,7 @@ On psycopg 3 with a ``psycopg_pool.ConnectionPool``. Every statement is in
 ``engines/postgres/queries.sql`` (named sections); only identifiers are composed in, with
 ``psycopg.sql.Identifier``. Each state change is one autocommitted statement.
 
-Storage (``engines/postgres_schema.py``), per namespace: schema ``<namespace>`` holding
+Storage (``engines/postgres/schema.py``), per namespace: schema ``<namespace>`` holding
 ``obsq_messages_v1`` (one row per message that is pending, in flight or dead; acked and cleared
 rows are deleted), the sequence ``obsq_tokens_v1`` (fencing tokens) and ``obsq_schema_version``.
 The schema is created or migrated when an engine opens, under ``pg_advisory_xact_lock``, so
@@ -38,7 +38,7 @@ back with its attempt count restored; if the consumer process dies in between, i
 after its lease like any stalled claim. ``claim_ready_heads`` claims the heads of several
 sessions in one statement.
 
-Wakeup (``engines/postgres_wakeup.py``): ``enqueue`` sends ``pg_notify('obsq_<namespace>',
+Wakeup (``engines/postgres/wakeup.py``): ``enqueue`` sends ``pg_notify('obsq_<namespace>',
 session_id)`` in the same statement (delivered on commit). One listener thread per engine, started
 by the first blocked iterator, holds a dedicated connection that ``LISTEN``s and wakes the waiters
 of that session; after it reconnects it wakes every waiter. The iterator re-polls every 0.2 s
@@ -48,7 +48,7 @@ Durability: with ``fsync=on`` and ``synchronous_commit`` not ``off`` (the durabl
 a statement that returned is on disk and survives kill -9 of the server (P4, P5);
 ``describe()["durability"]`` reads both from the live server.
 
-Errors are translated once, in ``Connections.call`` (``engines/postgres_pool.py``): connection
+Errors are translated once, in ``Connections.call`` (``engines/postgres/pool.py``): connection
 failures become ``EngineUnavailableError`` naming the URL with its password redacted. Pooled
 connections are checked before use without a round trip (a connection the server closed has input
 waiting: then it is probed and replaced), so the engine recovers by itself after a server restart
@@ -62,30 +62,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, ClassVar
 
 import psycopg
 import psycopg.errors
 
-from obsqueue.engines.base import (
-    Capability,
-    Claim,
-    EnqueueResult,
-    ObservationQueueEngine,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-    _require_positive,
-    decode_payload,
-)
+from obsqueue.engines.base import Claimer, ObservationQueueEngine, PendingMessageWithId
+from obsqueue.engines.describe import installed_version
+from obsqueue.engines.options import POOL_MAX_SIZE, POOL_MIN_SIZE, positive_int
 from obsqueue.engines.postgres.pool import Conn, Connections, check_pool_sizes
 from obsqueue.engines.postgres.schema import SCHEMA_VERSION, Schema, compose_queries
 from obsqueue.engines.postgres.wakeup import NotifyWakeup
-from obsqueue.errors import InvalidMessageError, StaleClaimError
+from obsqueue.engines.records import dedupe_field, delivered, stored
+from obsqueue.engines.types import Capability, Claim, EnqueueResult, PendingMessage, RawMessage
+from obsqueue.errors import InvalidMessageError, stale_claim
 
 __all__ = ["SCHEMA_VERSION", "PostgresEngine", "compose_queries", "dedupe_key"]
 
@@ -101,8 +93,8 @@ class PostgresEngine(ObservationQueueEngine):
         self,
         url: str,
         *,
-        pool_min_size: int = 1,
-        pool_max_size: int = 10,
+        pool_min_size: int = POOL_MIN_SIZE,
+        pool_max_size: int = POOL_MAX_SIZE,
         **options: Any,
     ) -> None:
         super().__init__(url, **options)
@@ -192,7 +184,7 @@ class PostgresEngine(ObservationQueueEngine):
                 self._hand_to(slot, nxt)
             return
         if self._one("mark_processed", _claim_of(msg), repeatable=False) is None:
-            raise _stale(msg)
+            raise stale_claim(msg)
 
     def _mark_failed(self, msg: PendingMessageWithId, reason: str, retry: bool) -> None:
         self._slot_of(msg)
@@ -204,12 +196,12 @@ class PostgresEngine(ObservationQueueEngine):
             "reason": reason,
         }
         if self._one("mark_failed", params, repeatable=False) is None:
-            raise _stale(msg)
+            raise stale_claim(msg)
 
     def _extend_lease(self, msg: PendingMessageWithId, lease_s: float) -> Claim:
         row = self._one("extend_lease", {**_claim_of(msg), "lease_s": lease_s}, repeatable=True)
         if row is None:
-            raise _stale(msg)
+            raise stale_claim(msg)
         return Claim(_claim_of(msg)["token"], int(row[0]), row[1] or "")
 
     def _pending_count(self, session_id: str) -> int:
@@ -238,8 +230,7 @@ class PostgresEngine(ObservationQueueEngine):
         commit. Raises ``StaleClaimError`` (and claims nothing) if ``msg``'s claim is gone."""
         self._check_open()
         self._require_delivered(msg)
-        lease = self.options.lease_s if lease_s is None else lease_s
-        _require_positive("lease_s", lease)
+        lease = self._lease(lease_s)
         assert msg.claim is not None
         self._slot_of(msg)
         who = msg.claim.consumer_id if consumer_id is None else consumer_id
@@ -259,12 +250,12 @@ class PostgresEngine(ObservationQueueEngine):
             self._ack_alone(msg)
             return None
         if not row[0]:
-            raise _stale(msg)
+            raise stale_claim(msg)
         return None if row[1] is None else _delivered(row[1:])
 
     def _ack_alone(self, msg: PendingMessageWithId) -> None:
         if self._one("mark_processed", _claim_of(msg), repeatable=False) is None:
-            raise _stale(msg)
+            raise stale_claim(msg)
 
     def claim_ready_heads(
         self, limit: int, lease_s: float | None = None, *, consumer_id: str = ""
@@ -274,10 +265,8 @@ class PostgresEngine(ObservationQueueEngine):
         keeps those that head their session, so a long backlog behind a head in flight is walked
         over on each call: it suits many sessions with short queues."""
         self._check_open()
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidMessageError("limit", f"must be an int of at least 1, got {limit!r}")
-        lease = self.options.lease_s if lease_s is None else lease_s
-        _require_positive("lease_s", lease)
+        positive_int("limit", limit)
+        lease = self._lease(lease_s)
         params = {**self._claim_params(consumer_id, lease), "limit": limit}
         query = self._q["claim_ready_heads"]
 
@@ -289,55 +278,28 @@ class PostgresEngine(ObservationQueueEngine):
 
         return [_delivered(row) for row in self._db.call(claim, repeatable=False)]
 
-    # --------------------------------------------------- the iterator with prefetched heads
+    # ------------------------------------------------ the claim hook: prefetched heads first
 
-    def _iterate(
-        self,
-        sid: str,
-        stop: threading.Event | None,
-        idle_timeout: float | None,
-        on_idle_timeout: Callable[[], None] | None,
-        lease_s: float,
-        consumer_id: str,
-    ) -> Iterator[PendingMessageWithId]:
-        """The base iterator, plus a slot into which ``mark_processed`` puts the next head it
-        claimed in the same statement as the ack."""
+    @contextlib.contextmanager
+    def _claimer(
+        self, sid: str, consumer_id: str, lease_s: float, stop: threading.Event | None
+    ) -> Iterator[Claimer]:
+        """The iterator's claims, plus a slot into which ``mark_processed`` puts the next head
+        it claimed in the same statement as the ack; the slot is given back when it ends."""
         slot = _Slot(sid, consumer_id, lease_s, stop)
         with self._slots_lock:
             self._live_slots.add(slot)
-        try:
-            yield from self._iterate_slot(slot, idle_timeout, on_idle_timeout)
-        finally:
-            self._retire(slot)
 
-    def _iterate_slot(
-        self,
-        slot: _Slot,
-        idle_timeout: float | None,
-        on_idle_timeout: Callable[[], None] | None,
-    ) -> Iterator[PendingMessageWithId]:
-        idle_deadline = None if idle_timeout is None else time.monotonic() + idle_timeout
-        while not slot.stopped():
-            self._check_open()
-            mark = self._wakeup_mark(slot.session_id)
-            msg = self._take(slot) or self._claim_next(
-                slot.session_id, slot.consumer_id, slot.lease_s
-            )
+        def claim() -> PendingMessageWithId | None:
+            msg = self._take(slot) or self._claim_next(sid, consumer_id, lease_s)
             if msg is not None:
                 self._track(slot, msg)
-                yield msg
-                if idle_timeout is not None:
-                    idle_deadline = time.monotonic() + idle_timeout
-                continue
-            wait_s = self.WAIT_SLICE_S
-            if idle_deadline is not None:
-                left = idle_deadline - time.monotonic()
-                if left <= 0:
-                    if on_idle_timeout is not None:
-                        on_idle_timeout()
-                    return
-                wait_s = min(wait_s, left)
-            self._wait_for_work(slot.session_id, wait_s, mark)
+            return msg
+
+        try:
+            yield claim
+        finally:
+            self._retire(slot)
 
     def _track(self, slot: _Slot, msg: PendingMessageWithId) -> None:
         key = (msg.id, _claim_of(msg)["token"])
@@ -412,7 +374,10 @@ class PostgresEngine(ObservationQueueEngine):
             "server_settings", {}, repeatable=True
         )
         return {
-            "library": {"psycopg": psycopg.__version__, "psycopg_pool": _version("psycopg-pool")},
+            "library": {
+                "psycopg": psycopg.__version__,
+                "psycopg_pool": installed_version("psycopg-pool"),
+            },
             "client": {
                 "implementation": psycopg.pq.__impl__,
                 "libpq": psycopg.pq.version(),
@@ -462,18 +427,17 @@ class _Slot:
     current: tuple[int, int] | None = None
     closed: bool = False
 
-    def stopped(self) -> bool:
-        return self.stop is not None and self.stop.is_set()
-
     def wants_more(self) -> bool:
-        return not self.closed and not self.stopped() and self.held is None
+        stopped = self.stop is not None and self.stop.is_set()
+        return not self.closed and not stopped and self.held is None
 
 
 def dedupe_key(content_session_id: str, tool_use_id: str | None) -> bytes | None:
-    """What the dedupe index holds: sha256 of the pair (NUL cannot occur in either id)."""
+    """What the dedupe index holds: sha256 of the dedupe field (``types.dedupe_field``), as two
+    512-character ids would not fit a btree entry."""
     if tool_use_id is None:
         return None
-    return hashlib.sha256(f"{content_session_id}\0{tool_use_id}".encode()).digest()
+    return hashlib.sha256(dedupe_field(content_session_id, tool_use_id).encode()).digest()
 
 
 def _claiming(conn: Conn, query: bytes, params: dict[str, Any]) -> Any:
@@ -489,50 +453,15 @@ def _claim_of(msg: PendingMessageWithId) -> dict[str, Any]:
     return {"id": msg.id, "token": msg.claim.token}
 
 
-def _stale(msg: PendingMessageWithId) -> StaleClaimError:
-    token = msg.claim.token if msg.claim is not None else None
-    return StaleClaimError(
-        f"message {msg.id} is no longer held by claim {token}: its lease expired and it was "
-        "delivered again, or it was reset; do not acknowledge it"
-    )
-
-
 def _delivered(row: Any) -> PendingMessageWithId:
     mid, sid, csid, kind, tool_use_id, payload, ts, attempt, token, lease, who, enq = row
-    return PendingMessageWithId(
-        kind=kind,
-        tool_use_id=tool_use_id,
-        payload=decode_payload(payload),
-        original_timestamp=int(ts),
-        id=int(mid),
-        session_id=sid,
-        content_session_id=csid,
-        attempt=int(attempt),
-        claim=Claim(int(token), int(lease), who or ""),
-        enqueued_at_ms=int(enq),
+    return delivered(
+        mid, sid, csid, kind, tool_use_id, payload, ts, attempt, (token, lease, who), enq
     )
 
 
 def _raw(row: Any) -> RawMessage:
     mid, sid, csid, kind, tool_use_id, payload, ts, status, attempt, token, lease, error = row
-    return RawMessage(
-        id=int(mid),
-        session_id=sid,
-        content_session_id=csid,
-        kind=kind,
-        tool_use_id=tool_use_id,
-        payload=decode_payload(payload),
-        original_timestamp=int(ts),
-        status=status,
-        attempt=int(attempt),
-        claim_token=None if token is None else int(token),
-        lease_expires_at_ms=None if lease is None else int(lease),
-        last_error=error,
+    return stored(
+        mid, sid, csid, kind, tool_use_id, payload, ts, status, attempt, (token, lease), error
     )
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None

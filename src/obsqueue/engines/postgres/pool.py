@@ -14,19 +14,20 @@ too):
   gets a fresh one.
 * A missing schema (dropped by ``destroy()``) is created again through the engine's ``migrate``
   and the statement retried once: it failed before it did anything.
-* Connection failures are retried, with backoff from 20 ms up to 0.5 s, until
-  ``connect_timeout_s`` when the call is ``repeatable`` (reads, lease extensions) or when the
-  server answered with an error (an SQLSTATE: the autocommitted statement rolled back). A write
-  whose reply was lost raises at once: its outcome is unknown.
+* Connection failures follow the shared retry policy (``engines/retry.py``): retried, with
+  backoff from 20 ms up to 0.5 s, until ``connect_timeout_s`` when the call is ``repeatable``
+  (reads, lease extensions) or when the server answered with an error (an SQLSTATE: the
+  autocommitted statement rolled back). A write whose reply was lost raises at once: its outcome
+  is unknown.
 * Any other error the server sent back raises (the server refused the statement); an error
   raised by the client library itself is a bug and propagates unchanged.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import select
-import time
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
@@ -35,6 +36,8 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
+from obsqueue.engines.options import positive_int
+from obsqueue.engines.retry import Deadline, outcome_hint
 from obsqueue.errors import EngineUnavailableError, InvalidMessageError, redact_url
 
 __all__ = ["Conn", "Connections", "check_pool_sizes"]
@@ -42,6 +45,12 @@ __all__ = ["Conn", "Connections", "check_pool_sizes"]
 T = TypeVar("T")
 
 _SCHEMA_MISSING = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
+
+# psycopg_pool logs its workers' connection failures (and "couldn't stop thread" when the pool
+# is closed while one is still connecting) as warnings. Those failures reach the user once, as
+# the EngineUnavailableError below; an application that configures logging still sees them,
+# but without logging set up Python's last-resort handler would print each one to stderr.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 
 class _Unavailable(Exception):
@@ -132,8 +141,8 @@ class Connections:
         statement failed before it did anything. Connection failures are retried until
         ``connect_timeout_s`` when ``repeatable`` or when the server answered with an error;
         otherwise the outcome is unknown."""
-        deadline = time.monotonic() + self.connect_timeout_s
-        delay_s, migrated = 0.02, False
+        deadline = Deadline(self.connect_timeout_s, check_open=self._check_open)
+        migrated = False
         while True:
             try:
                 conn = self._checkout(deadline)
@@ -148,22 +157,17 @@ class Connections:
                     raise self.unavailable(str(exc), "the schema is missing") from exc
                 migrated = True
                 self.call(self._migrate, repeatable=True, heal=False)
-                continue
             except (psycopg.OperationalError, psycopg.errors.TransactionRollback) as exc:
-                self._check_open()  # closed meanwhile: say so, not "unavailable"
                 # An error the server sent back (it has an SQLSTATE, e.g. 57P01 when the
                 # backend was terminated) means the autocommitted statement rolled back: safe
                 # to run again. A connection lost without an answer leaves the outcome unknown.
                 safe = repeatable or exc.sqlstate is not None
-                if not safe or time.monotonic() + delay_s > deadline:
-                    hint = "is the server running?" if safe else "the outcome is unknown"
-                    raise self.unavailable(str(exc), hint) from exc
+                if not deadline.again(safe=safe):
+                    raise self.unavailable(str(exc), outcome_hint(safe)) from exc
             except psycopg.Error as exc:
                 if exc.sqlstate is None:  # raised by the client library: a bug here, not news
                     raise
                 raise self.unavailable(str(exc), "the server refused the statement") from exc
-            time.sleep(delay_s)
-            delay_s = min(delay_s * 2, 0.5)
 
     def unavailable(self, detail: str, hint: str) -> EngineUnavailableError:
         """The error to raise: names the URL (password redacted, also inside ``detail``)."""
@@ -175,12 +179,12 @@ class Connections:
             "check the server and retry"
         )
 
-    def _checkout(self, deadline: float) -> Conn:
+    def _checkout(self, deadline: Deadline) -> Conn:
         """A pooled connection that is not known to be dead, or ``_Unavailable`` at the deadline.
         Short waits let each try ask the pool for a new connection (after a server restart)."""
         while True:
             self._check_open()
-            left = deadline - time.monotonic()
+            left = deadline.left_s()
             if left <= 0:
                 raise _Unavailable(self._no_connection_reason())
             try:
@@ -222,8 +226,6 @@ def _usable(conn: Conn) -> bool:
 
 
 def check_pool_sizes(min_size: object, max_size: object) -> None:
-    for name, value in (("pool_min_size", min_size), ("pool_max_size", max_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidMessageError(name, f"must be an int of at least 1, got {value!r}")
-    if min_size > max_size:  # type: ignore[operator]
-        raise InvalidMessageError("pool_max_size", f"must be >= pool_min_size ({min_size})")
+    low, high = positive_int("pool_min_size", min_size), positive_int("pool_max_size", max_size)
+    if low > high:
+        raise InvalidMessageError("pool_max_size", f"must be >= pool_min_size ({low})")

@@ -1,3 +1,4 @@
-"""The Redis family's shared layer (``link.py``, ``lua/``) and the native Redis engine (driver:
-redis-py).
+"""The Redis family's shared layer — ``link.py`` (pool, calls, errors), ``family.py`` (what every
+Redis engine holds), ``lua/`` (``lib.lua`` plus one ``<family>_*.lua`` set per engine) — and the
+native Redis engine, ``engine.py`` (driver: redis-py).
 """

@@ -43,7 +43,7 @@ acknowledged writes can be lost, and without persistence everything is; ``descri
 settings from the live server so results say which guarantee was measured.
 
 Connection errors: redis-py retries nothing by itself here (a script whose reply was lost may have
-run). The engine retries (through ``redis_link``, the connection layer the Redis-backed engines
+run). The engine retries (through ``redis/link.py``, the connection layer the Redis-backed engines
 share), with backoff and for at most ``connect_timeout_s``, only what is safe:
 reads, lease extension, and any command that failed before it was sent (connecting, or the server
 still loading its data). Otherwise it raises ``EngineUnavailableError`` saying the outcome is
@@ -64,63 +64,32 @@ from typing import Any, ClassVar
 
 import redis
 
-from obsqueue.engines.base import (
-    Capability,
-    Claim,
-    EnqueueResult,
-    ObservationQueueEngine,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-    decode_payload,
-)
-from obsqueue.engines.redis.link import (
-    RedisLink,
-    claim_token,
-    scan_keys,
-    socket_timeout,
-    storable,
-    to_ms,
-    unlink_matching,
-)
-from obsqueue.errors import InvalidMessageError, StaleClaimError
+from obsqueue.engines.base import PendingMessageWithId
+from obsqueue.engines.options import to_ms
+from obsqueue.engines.records import delivered, stored
+from obsqueue.engines.redis.family import RedisBacked
+from obsqueue.engines.redis.link import claim_token, scan_keys, storable, unlink_matching
+from obsqueue.engines.types import Capability, Claim, EnqueueResult, PendingMessage, RawMessage
+from obsqueue.errors import InvalidMessageError, stale_claim
 
 __all__ = ["RedisEngine"]
 
 SCRIPTS = ("enqueue", "claim", "ack", "fail", "extend", "reset", "clear")
 
 
-class RedisEngine(ObservationQueueEngine):
+class RedisEngine(RedisBacked):
     """The native engine: Lua scripts over hashes and per-session sorted sets."""
 
     scheme: ClassVar[str] = "redis"
     # SERVER_CRASH_DURABLE holds in the durable configuration only (appendfsync always);
     # describe()["durability"]["server_crash_durable"] says whether the live server is in it.
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
-    server_kind: ClassVar[str | None] = "redis"
+    DECODE_RESPONSES: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        socket_timeout_s: float = 10.0,
-        max_connections: int = 512,
-        **options: Any,
-    ) -> None:
+    def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
-        timeout_s = socket_timeout(socket_timeout_s, allow_bool=True)
         self._prefix = "{" + self.options.namespace + "}:"
-        self._link = RedisLink(
-            url,
-            shown_url=url,
-            connect_timeout_s=self.options.connect_timeout_s,
-            socket_timeout_s=timeout_s,
-            max_connections=max_connections,
-            check_open=self._check_open,
-            decode_responses=True,
-        )
         self._redis: redis.Redis[str] = self._link.client
-        self._link.check_reachable()
         self._scripts = self._link.scripts("native", SCRIPTS)
 
     # ------------------------------------------------------------------------------ scripts
@@ -175,7 +144,7 @@ class RedisEngine(ObservationQueueEngine):
     def _mark_processed(self, msg: PendingMessageWithId) -> None:
         token = claim_token(msg)
         if not self._run("ack", [self._key("m:", msg.id)], [self._prefix, msg.id, token]):
-            raise _stale(msg)
+            raise stale_claim(msg)
 
     def _mark_failed(self, msg: PendingMessageWithId, reason: str, retry: bool) -> None:
         args = [
@@ -188,14 +157,14 @@ class RedisEngine(ObservationQueueEngine):
             self.options.max_attempts,
         ]
         if not self._run("fail", [self._key("m:", msg.id)], args):
-            raise _stale(msg)
+            raise stale_claim(msg)
 
     def _extend_lease(self, msg: PendingMessageWithId, lease_s: float) -> Claim:
         script = self._scripts["extend"]
         keys, args = [self._key("m:", msg.id)], [claim_token(msg), to_ms(lease_s)]
         reply = self._link.call(lambda: script(keys=keys, args=args), repeatable=True)
         if reply is None:
-            raise _stale(msg)
+            raise stale_claim(msg)
         return Claim(int(claim_token(msg)), int(reply[0]), reply[1] or "")
 
     def _pending_count(self, session_id: str) -> int:
@@ -268,43 +237,15 @@ def _utf8(field: str, value: str) -> str:
     return value
 
 
-def _stale(msg: PendingMessageWithId) -> StaleClaimError:
-    token = msg.claim.token if msg.claim is not None else None
-    return StaleClaimError(
-        f"message {msg.id} is no longer held by claim {token}: its lease expired and it was "
-        "delivered again, or it was reset; do not acknowledge it"
-    )
-
-
 def _delivered(reply: list[Any], session_id: str) -> PendingMessageWithId:
-    message_id, attempt, token, lease, kind, tool_use_id, payload, ts, csid, enq, who = reply
-    return PendingMessageWithId(
-        kind=kind,
-        tool_use_id=tool_use_id,
-        payload=decode_payload(payload),
-        original_timestamp=int(ts),
-        id=int(message_id),
-        session_id=session_id,
-        content_session_id=csid,
-        attempt=int(attempt),
-        claim=Claim(int(token), int(lease), who),
-        enqueued_at_ms=int(enq),
-    )
+    mid, attempt, token, lease, kind, tool_use_id, payload, ts, csid, enq, who = reply
+    claim = (token, lease, who)
+    return delivered(mid, session_id, csid, kind, tool_use_id, payload, ts, attempt, claim, enq)
 
 
 def _raw(message_id: int, h: dict[str, str], payload: str) -> RawMessage:
     token = h.get("token")
-    return RawMessage(
-        id=message_id,
-        session_id=h["session"],
-        content_session_id=h["content_session"],
-        kind=h["kind"],
-        tool_use_id=h.get("tool_use_id"),
-        payload=decode_payload(payload),
-        original_timestamp=int(h["original_timestamp"]),
-        status=h["status"],  # type: ignore[arg-type]
-        attempt=int(h["attempt"]),
-        claim_token=None if token is None else int(token),
-        lease_expires_at_ms=None if token is None else int(h["lease_expires_at"]),
-        last_error=h.get("last_error"),
-    )
+    claim = (token, None if token is None else h["lease_expires_at"])
+    fields = h["session"], h["content_session"], h["kind"], h.get("tool_use_id")
+    ts, status, attempt = h["original_timestamp"], h["status"], h["attempt"]
+    return stored(message_id, *fields, payload, ts, status, attempt, claim, h.get("last_error"))

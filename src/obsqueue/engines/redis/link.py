@@ -10,21 +10,21 @@ module. The link holds, once:
   connection was never sent. redis-py retries nothing by itself (``Retry(NoBackoff(), 0)``): a
   script whose reply was lost may have run. Pooled connections broken by a server restart are
   replaced when next checked out.
-* **The call loop.** :meth:`RedisLink.call` runs an operation and retries it, with backoff and
-  for at most ``connect_timeout_s``, only while that is safe: a ``repeatable`` one (a read, a
-  lease extension), or one that failed before it was sent (connecting, or the server still
-  loading its data). It translates errors once: connection failures, bad credentials and
-  refusals (OOM, MISCONF, READONLY, ...) become ``EngineUnavailableError`` naming the URL with
-  its password redacted, and saying "the outcome is unknown" when a command may have run.
+* **The call loop.** :meth:`RedisLink.call` runs an operation under the shared retry policy
+  (``engines/retry.py``): retried with backoff, for at most ``connect_timeout_s``, only while
+  that is safe — a ``repeatable`` one (a read, a lease extension), or a single command that
+  failed before it was sent (connecting, or the server still loading its data). It translates
+  errors once: connection failures, bad credentials and the refusals in ``REFUSALS`` (OOM,
+  MISCONF, READONLY, ...) become ``EngineUnavailableError`` naming the URL with its password
+  redacted, and saying "the outcome is unknown" when a command may have run.
 * **A ping by deadline**, so even a server that accepts and never answers is reported within
   ``connect_timeout_s``; the server's version and durability settings for ``describe()``, read
   from the live server; the wake-list wait; the Lua script loader
-  (``engines/redis/lua/<prefix>_*.lua``,
-  each prefixed with ``<prefix>_common.lua``); small conversions of Redis arguments and replies.
+  (``engines/redis/lua/<prefix>_*.lua``, each prefixed with the shared ``lib.lua`` and then
+  ``<prefix>_common.lua``); small conversions of Redis arguments and replies.
 
-An engine whose calls follow other rules keeps the difference in its own module: Dramatiq's
-adapter unwraps Dramatiq's ``ConnectionClosed`` before the loop sees it; Huey's overrides
-:meth:`RedisLink.call` so that every call runs once.
+Dramatiq's adapter unwraps Dramatiq's ``ConnectionClosed`` before the loop sees it; Huey's
+bundles several commands in one call, so it passes ``single=False``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import metadata, resources
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import redis
 import redis.connection
@@ -43,21 +43,23 @@ from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
-from obsqueue.engines.base import PendingMessageWithId
-from obsqueue.errors import EngineUnavailableError, InvalidMessageError, redact_url
+from obsqueue.engines.base import ObservationQueueEngine
+from obsqueue.engines.options import positive_int, positive_seconds
+from obsqueue.engines.retry import Deadline, outcome_hint
+from obsqueue.engines.types import PendingMessageWithId
+from obsqueue.errors import EngineUnavailableError, redact_url
 
 __all__ = [
     "NOT_REACHED",
+    "REFUSALS",
     "NotSentError",
     "RedisLink",
     "claim_token",
     "library_versions",
     "load_script",
     "scan_keys",
-    "socket_timeout",
     "storable",
     "text",
-    "to_ms",
     "unlink_matching",
 ]
 
@@ -66,11 +68,16 @@ T = TypeVar("T")
 #: Errors of a command that did not complete: the connection failed, or its reply did not come.
 NOT_REACHED = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 _NO_AUTH = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
-_REFUSALS = ("OOM", "MISCONF", "READONLY", "NOREPLICAS", "MASTERDOWN", "NOPERM")
+#: The refusal list: replies that say the server will not run commands now. Never retried.
+REFUSALS: Final = ("OOM", "MISCONF", "READONLY", "NOREPLICAS", "MASTERDOWN", "NOPERM")
 
 
 class NotSentError(redis.exceptions.ConnectionError):
     """Connecting failed, so the command that needed the connection was never sent."""
+
+
+#: Failures after which the command did not run: not sent, or refused while Redis loads data.
+_NOTHING_RAN = (NotSentError, redis.exceptions.BusyLoadingError)
 
 
 def _tagged(base: type[redis.connection.AbstractConnection]) -> type[Any]:
@@ -128,31 +135,50 @@ class RedisLink:
         )
         self.client: redis.Redis[Any] = redis.Redis(connection_pool=self.pool)
 
+    @classmethod
+    def for_engine(
+        cls,
+        engine: ObservationQueueEngine,
+        url: str,
+        *,
+        socket_timeout_s: object,
+        max_connections: object,
+        decode_responses: bool = False,
+    ) -> RedisLink:
+        """The link of ``engine`` to the plain Redis URL ``url``, its options checked; errors
+        name the engine's own URL."""
+        return cls(
+            url,
+            shown_url=engine.url,
+            connect_timeout_s=engine.options.connect_timeout_s,
+            socket_timeout_s=positive_seconds("socket_timeout_s", socket_timeout_s),
+            max_connections=positive_int("max_connections", max_connections),
+            check_open=engine._check_open,
+            decode_responses=decode_responses,
+        )
+
     # ------------------------------------------------------------------- errors and retries
 
-    def call(self, op: Callable[[], T], *, repeatable: bool) -> T:
-        """Run ``op``; retry while that is safe and ``connect_timeout_s`` lasts; translate."""
-        deadline = time.monotonic() + self.connect_timeout_s
-        delay_s = 0.02
+    def call(self, op: Callable[[], T], *, repeatable: bool, single: bool = True) -> T:
+        """Run ``op`` under the retry policy (``engines/retry.py``) and translate its errors.
+
+        ``single``: ``op`` sends one command (a script, one MULTI/EXEC), so a failure to connect
+        means nothing ran; an ``op`` that bundles several commands passes False, and is then
+        retried only when ``repeatable``."""
+        deadline = Deadline(self.connect_timeout_s, check_open=self.check_open)
         while True:
             try:
                 return op()
             except _NO_AUTH as exc:
                 raise self.unavailable(exc, "check the user name and password") from exc
             except NOT_REACHED as exc:
-                safe = repeatable or isinstance(
-                    exc, NotSentError | redis.exceptions.BusyLoadingError
-                )
-                self.check_open()  # closed meanwhile: say so, not "unavailable"
-                if not safe or time.monotonic() + delay_s > deadline:
-                    hint = "is the server running?" if safe else "the outcome is unknown"
-                    raise self.unavailable(exc, hint) from exc
+                safe = repeatable or (single and isinstance(exc, _NOTHING_RAN))
+                if not deadline.again(safe=safe):
+                    raise self.unavailable(exc, outcome_hint(safe)) from exc
             except redis.exceptions.ResponseError as exc:
-                if not str(exc).startswith(_REFUSALS):
+                if not str(exc).startswith(REFUSALS):
                     raise
                 raise self.unavailable(exc, "the server refused the command") from exc
-            time.sleep(delay_s)
-            delay_s = min(delay_s * 2, 0.5)
 
     def unavailable(self, exc: Exception, hint: str) -> EngineUnavailableError:
         return EngineUnavailableError(
@@ -270,24 +296,11 @@ class RedisLink:
 
 @cache
 def load_script(prefix: str, name: str) -> str:
-    """The text of ``<prefix>_<name>.lua``, prefixed with the shared ``<prefix>_common.lua``."""
+    """The text of ``<prefix>_<name>.lua``, prefixed with the helpers every family shares
+    (``lib.lua``) and then its own (``<prefix>_common.lua``): Lua scripts cannot include."""
     folder = resources.files("obsqueue.engines.redis").joinpath("lua")
-    common = folder.joinpath(f"{prefix}_common.lua").read_text("utf-8")
-    return common + "\n" + folder.joinpath(f"{prefix}_{name}.lua").read_text("utf-8")
-
-
-def socket_timeout(value: object, *, allow_bool: bool = False) -> float:
-    """``socket_timeout_s`` checked: a positive number of seconds (a bool, a kind of int, only
-    with ``allow_bool``)."""
-    if (
-        (isinstance(value, bool) and not allow_bool)
-        or not isinstance(value, int | float)
-        or not value > 0
-    ):
-        raise InvalidMessageError(
-            "socket_timeout_s", f"must be a positive number of seconds, got {value!r}"
-        )
-    return float(value)
+    parts = ["lib.lua", f"{prefix}_common.lua", f"{prefix}_{name}.lua"]
+    return "\n".join(folder.joinpath(part).read_text("utf-8") for part in parts)
 
 
 def scan_keys(client: redis.Redis[Any], pattern: str) -> list[Any]:
@@ -321,11 +334,6 @@ def text(value: bytes | str) -> str:
 def storable(value: str) -> str:
     """Free text (a reason, a consumer id) as Redis can store it: lone surrogates replaced."""
     return value.encode("utf-8", "replace").decode("utf-8")
-
-
-def to_ms(seconds: float) -> int:
-    """Seconds as whole milliseconds for a script argument, at least 1."""
-    return max(1, round(seconds * 1000))
 
 
 def claim_token(msg: PendingMessageWithId) -> str:

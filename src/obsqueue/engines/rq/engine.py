@@ -89,26 +89,12 @@ from rq.serializers import JSONSerializer
 from rq.utils import now as rq_now
 
 from obsqueue.engines import tasks
-from obsqueue.engines.base import (
-    Capability,
-    Claim,
-    EnqueueResult,
-    MessageStatus,
-    ObservationQueueEngine,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-)
-from obsqueue.engines.redis.link import (
-    RedisLink,
-    claim_token,
-    scan_keys,
-    socket_timeout,
-    storable,
-    to_ms,
-    unlink_matching,
-)
-from obsqueue.errors import StaleClaimError
+from obsqueue.engines.base import PendingMessageWithId, RawMessage
+from obsqueue.engines.options import to_ms
+from obsqueue.engines.redis.family import RedisBacked
+from obsqueue.engines.redis.link import claim_token, scan_keys, storable, unlink_matching
+from obsqueue.engines.types import Capability, Claim, EnqueueResult, MessageStatus, PendingMessage
+from obsqueue.errors import stale_claim
 
 __all__ = ["RqEngine"]
 
@@ -116,7 +102,7 @@ SCRIPTS = ("enqueue", "claim", "ack", "fail", "extend", "reset", "clear")
 _STATUS: dict[str, MessageStatus] = {"queued": "pending", "started": "processing", "failed": "dead"}
 
 
-class RqEngine(ObservationQueueEngine):
+class RqEngine(RedisBacked):
     """Sessions as RQ queues, messages as RQ jobs; obsqueue's glue adds the gate, leases,
     fencing, attempts, dedupe and ids (see the module docstring)."""
 
@@ -124,7 +110,6 @@ class RqEngine(ObservationQueueEngine):
     # Every property holds with the glue; SERVER_CRASH_DURABLE in the durable configuration only
     # (appendfsync always): describe()["durability"]["server_crash_durable"] says which is live.
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
-    server_kind: ClassVar[str | None] = "redis"
     glue: ClassVar[tuple[str, ...]] = (
         "message ids: INCR counter, RQ job id '<namespace>-<id>'",
         "atomic enqueue: one Lua script allocates the id, saves Job.to_dict() and RPUSHes",
@@ -139,27 +124,9 @@ class RqEngine(ObservationQueueEngine):
         "wakeup: a wake list per session, BLPOP by blocked consumers",
     )
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        socket_timeout_s: float = 10.0,
-        max_connections: int = 512,
-        **options: Any,
-    ) -> None:
+    def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
-        timeout_s = socket_timeout(socket_timeout_s, allow_bool=True)
-        redis_url = url.split("+", 1)[1] if url.lower().startswith("rq+") else url
-        self._link = RedisLink(
-            redis_url,
-            shown_url=url,
-            connect_timeout_s=self.options.connect_timeout_s,
-            socket_timeout_s=timeout_s,
-            max_connections=max_connections,
-            check_open=self._check_open,
-        )
         self._redis: redis.Redis[bytes] = self._link.client
-        self._link.check_reachable()
         ns = self.options.namespace
         self._queue_prefix = f"obsq:{ns}:"  # an RQ queue name is this prefix + the session id
         self._glue_prefix = f"obsq-rq:{ns}:"
@@ -230,18 +197,9 @@ class RqEngine(ObservationQueueEngine):
         job = self._fetch(message_id)
         if job is None:  # acked under a later claim between the two calls: ours is void
             return None
-        env = job.args[0]
-        return PendingMessageWithId(
-            kind=env["kind"],
-            tool_use_id=env["tool_use_id"],
-            payload=env["payload"],
-            original_timestamp=env["original_timestamp"],
-            id=message_id,
-            session_id=session_id,
-            content_session_id=env["content_session_id"],
-            attempt=attempt,
-            claim=Claim(token, lease, consumer),
-            enqueued_at_ms=_epoch_ms(job.enqueued_at),
+        claim = (token, lease, consumer)
+        return tasks.delivered_envelope(
+            job.args[0], message_id, attempt, claim, _epoch_ms(job.enqueued_at)
         )
 
     def _fetch(self, message_id: int) -> Job | None:
@@ -257,7 +215,7 @@ class RqEngine(ObservationQueueEngine):
 
     def _mark_processed(self, msg: PendingMessageWithId) -> None:
         if not self._run("ack", [], [msg.id, claim_token(msg)]):
-            raise _stale(msg)
+            raise stale_claim(msg)
 
     def _mark_failed(self, msg: PendingMessageWithId, reason: str, retry: bool) -> None:
         args = [
@@ -269,14 +227,14 @@ class RqEngine(ObservationQueueEngine):
             self.options.max_attempts,
         ]
         if not self._run("fail", [], args):
-            raise _stale(msg)
+            raise stale_claim(msg)
 
     def _extend_lease(self, msg: PendingMessageWithId, lease_s: float) -> Claim:
         script = self._scripts["extend"]
         args = [*self._layout, msg.id, claim_token(msg), to_ms(lease_s)]
         reply = self._link.call(lambda: script(keys=[], args=args), repeatable=True)
         if reply is None:
-            raise _stale(msg)
+            raise stale_claim(msg)
         return Claim(int(claim_token(msg)), int(reply[0]), (reply[1] or b"").decode())
 
     def _pending_count(self, session_id: str) -> int:
@@ -350,23 +308,10 @@ class RqEngine(ObservationQueueEngine):
     ) -> RawMessage:
         job = Job(self._job_id(message_id), connection=self._redis, serializer=JSONSerializer)
         job.restore(job_hash)
-        env = job.args[0]
-        token, lease = claims.get(job.id, (None, None))
-        last_error = glue.get(b"last_error")
-        return RawMessage(
-            id=message_id,
-            session_id=env["session_id"],
-            content_session_id=env["content_session_id"],
-            kind=env["kind"],
-            tool_use_id=env["tool_use_id"],
-            payload=env["payload"],
-            original_timestamp=env["original_timestamp"],
-            status=_STATUS[job.get_status(refresh=False)],
-            attempt=int(glue[b"attempt"]),
-            claim_token=token,
-            lease_expires_at_ms=lease,
-            last_error=None if last_error is None else last_error.decode(),
-        )
+        status = _STATUS[job.get_status(refresh=False)]
+        claim = claims.get(job.id, (None, None))
+        attempt, error = glue[b"attempt"], glue.get(b"last_error")
+        return tasks.stored_envelope(job.args[0], message_id, status, attempt, claim, error)
 
     def describe(self) -> dict[str, Any]:
         self._check_open()
@@ -408,11 +353,3 @@ class RqEngine(ObservationQueueEngine):
 
 def _epoch_ms(moment: datetime | None) -> int | None:
     return None if moment is None else round(moment.timestamp() * 1000)
-
-
-def _stale(msg: PendingMessageWithId) -> StaleClaimError:
-    token = msg.claim.token if msg.claim is not None else None
-    return StaleClaimError(
-        f"message {msg.id} is no longer held by claim {token}: its lease expired and it was "
-        "delivered again, or it was reset; do not acknowledge it"
-    )

@@ -33,7 +33,7 @@ Wakeup (``engines/sqlite/wakeup.py``): ``PRAGMA data_version`` changes on a conn
 watcher thread per engine that reads it on a dedicated connection that never writes, while any
 iterator waits, and wakes the waiters when it changed. On Linux (``wakeup="auto"``) the thread
 blocks on inotify events for writes to the ``-wal`` file, so an idle consumer uses no CPU; with
-``wakeup="poll"``, or where inotify is missing, it reads the version every ``poll_interval_ms``.
+``wakeup="poll"``, or where inotify is missing, it reads the version every ``poll_interval_s``.
 Every commit to the file wakes every waiter of the engine (each re-reads its head, which is
 cheap); enqueues through the same engine object wake its waiters at once.
 
@@ -48,9 +48,9 @@ database and its shared memory is mapped by every process.
 
 Options (keyword-only, or as URL query parameters, e.g. ``sqlite:///q.db?synchronous=NORMAL``;
 a URL parameter wins over a keyword left at its default, and a conflict is an error):
-``synchronous``; ``busy_timeout_ms`` (default 10000: how long a statement waits for another
+``synchronous``; ``busy_timeout_s`` (default 10: how long a statement waits for another
 connection's write lock before failing with ``EngineUnavailableError``); ``wakeup`` (``auto`` or
-``poll``) and ``poll_interval_ms`` (default 10: the poll period, and in either mode the least
+``poll``) and ``poll_interval_s`` (default 0.01: the poll period, and in either mode the least
 time between two wakeups of the waiters). Connections come from a small pool (one per
 concurrently busy thread, kept idle for reuse, all closed by ``close()``). An engine object
 belongs to the process that opened it; open another one after ``fork()``.
@@ -68,125 +68,27 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, Final, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, ClassVar, TypeVar
 
-from obsqueue.engines.base import (
-    Capability,
-    Claim,
-    EnqueueResult,
-    ObservationQueueEngine,
-    PendingMessage,
-    PendingMessageWithId,
-    RawMessage,
-    decode_payload,
-    now_ms,
+from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId, RawMessage
+from obsqueue.engines.records import delivered, stored
+from obsqueue.engines.sqlite.settings import (
+    DEFAULTS,
+    HINTS,
+    MIN_SQLITE,
+    SYNCHRONOUS_LEVELS,
+    Settings,
+    compose_queries,
+    parse_sqlite_url,
 )
 from obsqueue.engines.sqlite.wakeup import ChangeWatcher
-from obsqueue.errors import EngineUnavailableError, InvalidMessageError, StaleClaimError, redact_url
-from obsqueue.sqlfile import load_queries
+from obsqueue.engines.types import Capability, Claim, EnqueueResult, PendingMessage, now_ms
+from obsqueue.errors import EngineUnavailableError, redact_url, stale_claim
 
 __all__ = ["SYNCHRONOUS_LEVELS", "SqliteEngine", "compose_queries", "parse_sqlite_url"]
 
 T = TypeVar("T")
 Conn = sqlite3.Connection
-
-#: ``PRAGMA synchronous`` levels; the index is the number the pragma reads back.
-SYNCHRONOUS_LEVELS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
-MIN_SQLITE: Final = (3, 35, 0)  # RETURNING
-_DEFAULTS: Final[dict[str, Any]] = {
-    "synchronous": "FULL",
-    "busy_timeout_ms": 10_000,
-    "poll_interval_ms": 10,
-    "wakeup": "auto",
-}
-_HINTS: Final = {
-    "SQLITE_BUSY": "another connection held the write lock longer than busy_timeout_ms; "
-    "nothing was written: retry, or raise busy_timeout_ms",
-    "SQLITE_LOCKED": "the table is locked by another statement of this connection; retry",
-    "SQLITE_NOTADB": "the file is not a SQLite database; point the URL at a new file or at a "
-    "queue file",
-    "SQLITE_CANTOPEN": "check that the path names a file in a directory that exists and is "
-    "writable",
-    "SQLITE_READONLY": "the file or its directory is read-only (WAL also creates -wal and -shm "
-    "files beside it)",
-    "SQLITE_FULL": "the disk is full; free space",
-    "SQLITE_CORRUPT": "the file is corrupt; restore it or start a new one",
-    "SQLITE_IOERR": "the file system failed a read or write; check the disk",
-}
-
-
-def compose_queries(namespace: str, synchronous: str) -> dict[str, str]:
-    """The sections of ``queries.sql`` with the namespace and ``synchronous`` level put in."""
-    if synchronous not in SYNCHRONOUS_LEVELS:
-        raise InvalidMessageError("synchronous", f"must be one of {SYNCHRONOUS_LEVELS}")
-    return {
-        name: text.replace("{ns}", namespace).replace("{synchronous}", synchronous)
-        for name, text in load_queries(__package__ or "", "queries.sql").items()
-    }
-
-
-def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
-    """``sqlite:///q.db?synchronous=NORMAL`` -> (``"q.db"``, ``{"synchronous": "NORMAL"}``);
-    ``sqlite:////tmp/q.db`` -> (``"/tmp/q.db"``, {})."""
-    parts = urlsplit(url)
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    if parts.netloc or not path or path == ":memory:" or path.endswith("/"):
-        raise InvalidMessageError(
-            "url",
-            "must name a file: sqlite:///relative.db or sqlite:////absolute/path.db "
-            f"(use memory:// for a queue in process memory); got {redact_url(url)!r}",
-        )
-    params = dict(parse_qsl(parts.query, keep_blank_values=True))
-    unknown = sorted(set(params) - set(_DEFAULTS))
-    if unknown:
-        raise InvalidMessageError(
-            "url",
-            f"unknown parameter(s) {unknown} in {redact_url(url)!r}; known: {list(_DEFAULTS)}",
-        )
-    return path, params
-
-
-def _merge_option(name: str, keyword: object, params: dict[str, str]) -> object:
-    """The URL's value when the keyword was left at its default; a conflict is an error."""
-    if name not in params:
-        return keyword
-    text = params[name]
-    if keyword != _DEFAULTS[name] and str(keyword).upper() != text.upper():
-        raise InvalidMessageError(name, f"given as {keyword!r} and as {text!r} in the URL")
-    if isinstance(_DEFAULTS[name], int):
-        try:
-            return float(text) if "." in text else int(text)
-        except ValueError:
-            raise InvalidMessageError(name, f"must be a number, got {text!r} in the URL") from None
-    return text
-
-
-def _check_synchronous(value: object) -> str:
-    if not isinstance(value, str) or value.upper() not in SYNCHRONOUS_LEVELS:
-        raise InvalidMessageError(
-            "synchronous", f"must be one of {', '.join(SYNCHRONOUS_LEVELS)}; got {value!r}"
-        )
-    return value.upper()
-
-
-def _check_wakeup(value: object) -> str:
-    if value not in ("auto", "poll"):
-        raise InvalidMessageError("wakeup", f"must be 'auto' or 'poll'; got {value!r}")
-    return str(value)
-
-
-def _check_ms(name: str, value: object, *, at_most: float) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= at_most
-    if not ok:
-        raise InvalidMessageError(
-            name, f"must be a number of ms in (0, {at_most:g}]; got {value!r}"
-        )
-    return float(value)  # type: ignore[arg-type]
-
-
-def _first(rows: list[Any]) -> Any:
-    return rows[0] if rows else None
 
 
 class SqliteEngine(ObservationQueueEngine):
@@ -202,30 +104,26 @@ class SqliteEngine(ObservationQueueEngine):
         self,
         url: str,
         *,
-        synchronous: str = "FULL",
-        busy_timeout_ms: int = 10_000,
-        poll_interval_ms: float = 10,
-        wakeup: str = "auto",
+        synchronous: str = DEFAULTS["synchronous"],
+        busy_timeout_s: float = DEFAULTS["busy_timeout_s"],
+        poll_interval_s: float = DEFAULTS["poll_interval_s"],
+        wakeup: str = DEFAULTS["wakeup"],
         **options: Any,
     ) -> None:
         super().__init__(url, **options)
         _check_library()
-        path, params = parse_sqlite_url(url)
-        self.synchronous = _check_synchronous(_merge_option("synchronous", synchronous, params))
-        self.busy_timeout_ms = int(
-            _check_ms(
-                "busy_timeout_ms",
-                _merge_option("busy_timeout_ms", busy_timeout_ms, params),
-                at_most=3_600_000,
-            )
+        settings = Settings.of(
+            url,
+            synchronous=synchronous,
+            busy_timeout_s=busy_timeout_s,
+            poll_interval_s=poll_interval_s,
+            wakeup=wakeup,
         )
-        self.poll_interval_ms = _check_ms(
-            "poll_interval_ms",
-            _merge_option("poll_interval_ms", poll_interval_ms, params),
-            at_most=1000,
-        )
-        self.wakeup = _check_wakeup(_merge_option("wakeup", wakeup, params))
-        self.path = os.path.abspath(path)
+        self.synchronous = settings.synchronous
+        self.busy_timeout_s = settings.busy_timeout_s
+        self.poll_interval_s = settings.poll_interval_s
+        self.wakeup = settings.wakeup
+        self.path = os.path.abspath(settings.path)
         self._where = f"SQLite file {self.path} ({redact_url(url)})"
         self._q = compose_queries(self.options.namespace, self.synchronous)
         self._pid = os.getpid()
@@ -235,7 +133,7 @@ class SqliteEngine(ObservationQueueEngine):
             connect=self._connect,
             version_sql=self._q["data_version"],
             cond=self._local_wakeup,
-            interval_s=self.poll_interval_ms / 1000,
+            interval_s=self.poll_interval_s,
             wal_path=f"{self.path}-wal",
             use_inotify=self.wakeup == "auto",
         )
@@ -278,7 +176,7 @@ class SqliteEngine(ObservationQueueEngine):
         """A new connection to the file, set up as every connection of this engine is."""
         conn = sqlite3.connect(
             self.path,
-            timeout=self.busy_timeout_ms / 1000,
+            timeout=self.busy_timeout_s,
             isolation_level=None,  # autocommit; transactions are explicit BEGIN IMMEDIATE
             check_same_thread=False,  # pooled: used by one thread at a time, closed by any
         )
@@ -328,7 +226,7 @@ class SqliteEngine(ObservationQueueEngine):
         except sqlite3.DatabaseError as exc:
             self._check_open()
             name = getattr(exc, "sqlite_errorname", "") or ""
-            hint = next((h for code, h in _HINTS.items() if name.startswith(code)), None)
+            hint = next((h for code, h in HINTS.items() if name.startswith(code)), None)
             raise EngineUnavailableError(
                 f"{self._where}: {exc}; {hint or 'check the file and its directory'}"
             ) from exc
@@ -453,13 +351,6 @@ class SqliteEngine(ObservationQueueEngine):
 
     # ------------------------------------------------------------------ acks and failures
 
-    def _stale(self, msg: PendingMessageWithId) -> StaleClaimError:
-        assert msg.claim is not None
-        return StaleClaimError(
-            f"message {msg.id} is no longer held by claim {msg.claim.token}: its lease expired "
-            "and it was delivered again, or it was reset; do not acknowledge it"
-        )
-
     @staticmethod
     def _claim_params(msg: PendingMessageWithId) -> dict[str, Any]:
         assert msg.claim is not None
@@ -467,7 +358,7 @@ class SqliteEngine(ObservationQueueEngine):
 
     def _mark_processed(self, msg: PendingMessageWithId) -> None:
         if not self._changed("ack", self._claim_params(msg)):
-            raise self._stale(msg)
+            raise stale_claim(msg)
         self._notify_local()
 
     def _mark_failed(self, msg: PendingMessageWithId, reason: str, retry: bool) -> None:
@@ -481,14 +372,14 @@ class SqliteEngine(ObservationQueueEngine):
             "reason": reason,
         }
         if not self._changed("fail", params):
-            raise self._stale(msg)
+            raise stale_claim(msg)
         self._notify_local()
 
     def _extend_lease(self, msg: PendingMessageWithId, lease_s: float) -> Claim:
         params = {**self._claim_params(msg), "lease_expires_at_ms": now_ms() + int(lease_s * 1000)}
         row = _first(self._run(lambda conn: conn.execute(self._q["extend"], params).fetchall()))
         if row is None:
-            raise self._stale(msg)
+            raise stale_claim(msg)
         return Claim(params["token"], row["lease_expires_at_ms"], row["consumer_id"] or "")
 
     # ---------------------------------------------------------------- counts and recovery
@@ -512,20 +403,7 @@ class SqliteEngine(ObservationQueueEngine):
     def inspect_raw(self) -> list[RawMessage]:
         self._check_open()
         return [
-            RawMessage(
-                id=row["id"],
-                session_id=row["session_id"],
-                content_session_id=row["content_session_id"],
-                kind=row["kind"],
-                tool_use_id=row["tool_use_id"],
-                payload=decode_payload(row["payload"]),
-                original_timestamp=row["original_timestamp"],
-                status=row["status"],
-                attempt=row["attempt"],
-                claim_token=row["claim_token"],
-                lease_expires_at_ms=row["lease_expires_at_ms"],
-                last_error=row["last_error"],
-            )
+            stored(*_fields(row), row["status"], row["attempt"], _claim(row), row["last_error"])
             for row in self._rows("inspect")
         ]
 
@@ -539,8 +417,8 @@ class SqliteEngine(ObservationQueueEngine):
                 "sqlite": sqlite3.sqlite_version,
                 "python": platform.python_version(),
                 "path": self.path,
-                "busy_timeout_ms": row["busy_timeout_ms"],
-                "poll_interval_ms": self.poll_interval_ms,
+                "busy_timeout_s": row["busy_timeout_ms"] / 1000,
+                "poll_interval_s": self.poll_interval_s,
                 "wakeup": self._watcher.mode,
             },
             "server": None,
@@ -580,16 +458,27 @@ def _check_library() -> None:
         )
 
 
-def _delivered(row: sqlite3.Row) -> PendingMessageWithId:
-    return PendingMessageWithId(
-        kind=row["kind"],
-        tool_use_id=row["tool_use_id"],
-        payload=decode_payload(row["payload"]),
-        original_timestamp=row["original_timestamp"],
-        id=row["id"],
-        session_id=row["session_id"],
-        content_session_id=row["content_session_id"],
-        attempt=row["attempt"],
-        claim=Claim(row["claim_token"], row["lease_expires_at_ms"], row["consumer_id"] or ""),
-        enqueued_at_ms=row["enqueued_at_ms"],
+def _first(rows: list[Any]) -> Any:
+    return rows[0] if rows else None
+
+
+def _fields(row: sqlite3.Row) -> tuple[Any, str, str, Any, str | None, Any, Any]:
+    """What ``delivered`` and ``stored`` take first: id, session, message, as stored."""
+    return (
+        row["id"],
+        row["session_id"],
+        row["content_session_id"],
+        row["kind"],
+        row["tool_use_id"],
+        row["payload"],
+        row["original_timestamp"],
     )
+
+
+def _claim(row: sqlite3.Row) -> tuple[Any, Any]:
+    return row["claim_token"], row["lease_expires_at_ms"]
+
+
+def _delivered(row: sqlite3.Row) -> PendingMessageWithId:
+    claim = (*_claim(row), row["consumer_id"])
+    return delivered(*_fields(row), row["attempt"], claim, row["enqueued_at_ms"])

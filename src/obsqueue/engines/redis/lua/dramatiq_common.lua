@@ -1,5 +1,5 @@
--- dramatiq_common.lua: helpers prepended to every other dramatiq_*.lua script when it is loaded
--- (Lua scripts cannot include one another). Not a script of its own.
+-- dramatiq_common.lua: the dramatiq family's helpers, prepended (after the shared lib.lua) to every
+-- other dramatiq_*.lua script when it is loaded. Not a script of its own.
 --
 -- ARGV[1] = Dramatiq's broker namespace N, ARGV[2] = a Dramatiq queue name Q (or "").
 -- Dramatiq's keys, as its dispatch.lua writes them (obsqueue reads and moves, never re-encodes):
@@ -25,21 +25,6 @@ local DEDUPE, DKEYS = G .. 'dedupe', G .. 'dkeys'
 local function list_key(q) return NS .. ':' .. q end
 local function msgs_key(q) return NS .. ':' .. q .. '.msgs' end
 local function gate_key(q) return G .. 'gate:' .. q end
-
--- Server time in epoch milliseconds (scripts are replicated by their effects).
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function int(n) return string.format('%d', n) end
-
-local function hash_of(key)
-  local flat = redis.call('HGETALL', key)
-  local t = {}
-  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
-  return t
-end
 
 local function split(entry)
   local id, until_ms, q, rid = string.match(entry, '^(%d+)|(%d+)|([^|]*)|(.*)$')

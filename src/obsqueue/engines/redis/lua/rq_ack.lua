@@ -8,9 +8,9 @@ if not member then
   return 0
 end
 redis.call('ZREM', WIP .. session, member)
-forget(id)
+forget(GLUE, glue_key(id), id)
 redis.call('DEL', job_key(id), glue_key(id))
 if redis.call('LLEN', QUEUE .. session) > 0 then
-  wake(session)  -- the next head is claimable now, maybe by a consumer in another process
+  wake(GLUE, session)  -- the next head is claimable now, maybe by a consumer in another process
 end
 return 1

@@ -33,7 +33,7 @@ else
     -- A job obsqueue did not enqueue (pushed with RQ directly): set it aside, visibly.
     redis.call('LPOP', KEYS[1])
     redis.call('ZADD', FAILED .. session, '+inf', head)
-    wake(session)
+    wake(GLUE, session)
     return nil
   end
   if tonumber(due) > now then

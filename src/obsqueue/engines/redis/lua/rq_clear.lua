@@ -7,7 +7,7 @@ local removed = 0
 for _, jid in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   local id = id_of(jid)
   if id and redis.call('EXISTS', glue_key(id)) == 1 then
-    forget(id)
+    forget(GLUE, glue_key(id), id)
     redis.call('DEL', job_key(id), glue_key(id))
     removed = removed + 1
   else

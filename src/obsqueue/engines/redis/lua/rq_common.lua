@@ -1,5 +1,5 @@
--- rq_common.lua: helpers prepended to every other rq_*.lua script when it is loaded (Lua scripts
--- cannot include one another). Not a script of its own.
+-- rq_common.lua: the rq family's helpers, prepended (after the shared lib.lua) to every
+-- other rq_*.lua script when it is loaded. Not a script of its own.
 --
 -- ARGV[1..6] of every script is the key layout; the Python side takes each prefix from RQ's own
 -- classes, so the keys below are exactly the ones RQ's Queue, Job and registries use.
@@ -21,19 +21,6 @@
 --     G.."w:"..S                 wake list (at most one token) a blocked consumer BLPOPs
 
 local GLUE, JOB, NS, QUEUE, WIP, FAILED = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local WAKE_TTL_MS = 60000
-
--- Server time in epoch milliseconds: every client agrees on leases. TIME before writes is
--- allowed because scripts are replicated (and written to the AOF) by their effects.
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- Integers as decimal text, never in exponent notation.
-local function int(n)
-  return string.format('%d', n)
-end
 
 local function job_id(id) return NS .. id end
 local function job_key(id) return JOB .. NS .. id end
@@ -53,19 +40,6 @@ local function ms_of(score)
   return math.floor(tonumber(score) * 1000 + 0.5)
 end
 
--- Length-prefixed, so no (content_session_id, tool_use_id) pair can collide with another.
-local function dedupe_field(csid, tuid)
-  return #csid .. ':' .. csid .. tuid
-end
-
--- Leave one wake token for a consumer blocked on the session (a hint, so capped and expiring).
-local function wake(session)
-  local wkey = GLUE .. 'w:' .. session
-  redis.call('LPUSH', wkey, '1')
-  redis.call('LTRIM', wkey, 0, 0)
-  redis.call('PEXPIRE', wkey, WAKE_TTL_MS)
-end
-
 -- Nothing claimable: drop the session's wake token so an idle consumer does not spin.
 local function idle(session)
   redis.call('DEL', GLUE .. 'w:' .. session)
@@ -81,30 +55,15 @@ local function held(id, token)
   return member, session
 end
 
--- The message leaves the queue (acked, dead or cleared): release its dedupe key, count it out.
-local function forget(id)
-  local f = redis.call('HMGET', glue_key(id), 'content_session', 'tool_use_id')
-  if f[2] then
-    local dkey, field = GLUE .. 'dedupe', dedupe_field(f[1], f[2])
-    if redis.call('HGET', dkey, field) == id then
-      redis.call('HDEL', dkey, field)
-    end
-  end
-  if redis.call('DECR', GLUE .. 'depth') < 0 then
-    redis.call('SET', GLUE .. 'depth', 0)
-  end
-  redis.call('SREM', GLUE .. 'inflight', id)
-end
-
 -- Dead: out of StartedJobRegistry into FailedJobRegistry (kept, score +inf like failure_ttl=-1),
 -- status failed, never delivered; the next message becomes the head.
 local function kill(id, session, member, reason)
   redis.call('ZREM', WIP .. session, member)
-  forget(id)
+  forget(GLUE, glue_key(id), id)
   redis.call('HSET', job_key(id), 'status', 'failed')
   redis.call('ZADD', FAILED .. session, '+inf', job_id(id))
   redis.call('HSET', glue_key(id), 'last_error', reason)
-  wake(session)
+  wake(GLUE, session)
 end
 
 -- Back to pending at its place: out of StartedJobRegistry, onto the front of its RQ queue (the
@@ -115,6 +74,6 @@ local function requeue(id, session, member, available_at)
   redis.call('HSET', job_key(id), 'status', 'queued')
   redis.call('HSET', glue_key(id), 'available_at', int(available_at))
   redis.call('SREM', GLUE .. 'inflight', id)
-  wake(session)
+  wake(GLUE, session)
 end
 

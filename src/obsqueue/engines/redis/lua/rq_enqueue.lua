@@ -31,5 +31,5 @@ if field then
   redis.call('HSET', GLUE .. 'dedupe', field, id)
 end
 redis.call('INCR', GLUE .. 'depth')
-wake(session)
+wake(GLUE, session)
 return {tonumber(id), 0}
