@@ -66,7 +66,9 @@ BAD_URLS = [
 
 @pytest.mark.acceptance
 @pytest.mark.parametrize(("url", "problem"), BAD_URLS)
-@pytest.mark.parametrize("command", [["conformance"], ["bench", "drain"]], ids=["conf", "bench"])
+@pytest.mark.parametrize(
+    "command", [["conformance"], ["bench", "--workload", "drain"]], ids=["conf", "bench"]
+)
 def test_a_bad_url_is_refused_before_anything_runs(
     tmp_path: Path, command: list[str], url: str, problem: str
 ) -> None:
@@ -97,7 +99,7 @@ def test_a_missing_driver_is_refused_with_the_extra_to_install(tmp_path: Path) -
 
 @pytest.mark.acceptance
 def test_a_password_in_a_refused_url_is_redacted(tmp_path: Path) -> None:
-    out = run("bench", "drain", "nosuch://user:s3cret@host/db", cwd=tmp_path)
+    out = run("bench", "--workload", "drain", "nosuch://user:s3cret@host/db", cwd=tmp_path)
     assert_refused(out, "nosuch://user:***@host/db")
     assert "s3cret" not in out.stderr
 
