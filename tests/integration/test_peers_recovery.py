@@ -38,7 +38,7 @@ def _doomed_consumer(target: WorkloadTarget) -> None:
     """A consumer in a process group of its own (RQ's work horse is killed with it), whose
     every message takes a minute."""
     os.setsid()
-    target.open().consume(None, lambda session, payload: None, threading.Event())
+    target.open().consume(["s0"], lambda session, payload: None, threading.Event())
 
 
 def _deliveries_within(target: WorkloadTarget, window_s: float) -> list[tuple[str, str]]:
@@ -54,7 +54,7 @@ def _deliveries_within(target: WorkloadTarget, window_s: float) -> list[tuple[st
     timer = threading.Timer(window_s, stop.set)
     timer.start()
     try:
-        session.consume(None, on_message, stop)
+        session.consume(["s0"], on_message, stop)
     finally:
         timer.cancel()
         session.close()

@@ -1,6 +1,7 @@
-"""The Redis ceiling: ``RPUSH`` to a list per session; ``LMOVE`` to the consumer's processing
-list; ``LREM`` from it after processing — the fewest commands that leave a claimed message in
-Redis until it is acknowledged. No leases, tokens, dedupe, wakeup or retries.
+"""The Redis ceiling: ``RPUSH`` to a list per session; ``LMOVE`` to the consumer's processing list;
+``LREM`` from it after processing — the fewest commands that leave a claimed message in Redis until
+it is acknowledged (``delivered`` is reported once ``LMOVE`` has moved it). No leases, tokens,
+dedupe, wakeup or retries.
 
 A consumer takes one message from each of its sessions' lists in turn (all sessions: the lists
 found by ``SCAN``, looked up again whenever a pass finds nothing), polling while the lists are
@@ -61,6 +62,7 @@ class _RedisSession(TargetSession):
                 item = self._client.lmove(queue, processing, "LEFT", "RIGHT")
                 if item is None:
                     continue
+                self.delivered(item.decode())
                 work()
                 self._client.lrem(processing, 1, item)
                 on_message(queue[start:], item.decode())
@@ -96,6 +98,7 @@ class RawRedisTarget(RedisTarget):
             "a killed consumer's message stays in its processing list: nothing returns it",
         ),
     )
+    consumes_given_sessions: ClassVar[bool] = True
 
     @property
     def prefix(self) -> str:

@@ -4,8 +4,9 @@ job) working the queue (``work(max_jobs=…, max_idle_time=1)`` again and again 
 
 RQ has no notion of a session: every worker takes the oldest job of the queue, so a consumer
 given some sessions takes any session's jobs, and two workers run one session's jobs at once.
-A job waits in the queue's list, then in the ``StartedJobRegistry`` while it runs; the harness's
-``on_message`` is called in the worker process after the work horse exits and the job reads
+A job waits in the queue's list, then in the ``StartedJobRegistry`` while it runs. In the worker
+process, ``delivered`` is reported once ``Worker.prepare_execution`` has registered the job (before
+the work horse is forked) and ``on_message`` after the work horse exits and the job reads
 ``finished``. A SIGKILLed worker's job is moved to the ``FailedJobRegistry`` as abandoned when
 its heartbeat lapses — not run again. Enqueueing an existing ``job_id`` replaces the job, so
 there is no dedupe. Durability is the server's (``describe()`` reads it back).
@@ -20,7 +21,7 @@ from typing import Any, ClassVar
 
 from obsqueue.benchmarks.peers.base import RedisTarget, holding
 from obsqueue.benchmarks.peers.tasks import record
-from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
+from obsqueue.benchmarks.targets import Guarantees, OnDelivered, OnMessage, TargetSession
 
 __all__ = ["RqTarget"]
 
@@ -35,6 +36,13 @@ def _worker_class() -> type[Any]:
         """``rq.Worker`` that reports each finished job to the harness, in the worker process."""
 
         on_message: OnMessage | None = None
+        on_delivered: OnDelivered | None = None
+
+        def prepare_execution(self, job: Any) -> Any:
+            execution = super().prepare_execution(job)  # the job is in the StartedJobRegistry
+            if self.on_delivered is not None:
+                self.on_delivered(job.args[1])
+            return execution
 
         def execute_job(self, job: Any, queue: Any) -> None:
             super().execute_job(job, queue)
@@ -63,7 +71,7 @@ class _RqSession(TargetSession):
         self, sessions: Sequence[str] | None, on_message: OnMessage, stop: threading.Event
     ) -> None:
         worker = _worker_class()([self._queue], connection=self._redis)
-        worker.on_message = on_message
+        worker.on_message, worker.on_delivered = on_message, self.delivered
         while not stop.is_set():
             worker.work(
                 burst=False, max_jobs=JOBS_PER_WORK, max_idle_time=1, logging_level="WARNING"
