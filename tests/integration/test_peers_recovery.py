@@ -1,7 +1,8 @@
 """What each ceiling and peer does with the message of a consumer SIGKILLed in the middle of it:
 a target that claims ``survives_consumer_kill`` delivers it again to another consumer (with its
 library's recovery period shortened to 2 s through ``options["recovery_s"]``); one that does not
-claim it does not deliver it again, and one without ``ack_after_processing`` no longer has it.
+claim it does not deliver it again, and one without ``ack_after_processing`` no longer has it;
+``prepare`` (run before every run) then leaves nothing of it pending.
 """
 
 from __future__ import annotations
@@ -97,5 +98,12 @@ def test_a_consumer_killed_mid_message(
             assert time.monotonic() - started > MIN_RECOVERY_S
         else:
             assert seen == [], "delivered again, yet the target does not claim to survive a kill"
+        # the harness prepares a target before every run: nothing of the killed run is left
+        base.prepare()
+        after = base.open()
+        try:
+            assert after.pending() == 0, "prepare left the killed consumer's message pending"
+        finally:
+            after.close()
     finally:
         base.cleanup()

@@ -25,6 +25,8 @@ from obsqueue.benchmarks.targets import Guarantees, OnDelivered, OnMessage, Targ
 
 __all__ = ["RqTarget"]
 
+#: The queue's registries (``Queue.<kind>_job_registry``), emptied by ``cleanup``.
+REGISTRIES = ("started", "failed", "finished", "deferred", "ready", "scheduled", "canceled")
 JOBS_PER_WORK = 50  # jobs per Worker.work() call: how often ``stop`` is looked at while busy
 
 
@@ -113,7 +115,20 @@ class RqTarget(RedisTarget):
         return _RqSession(self.address, self.queue_name)
 
     def cleanup(self) -> None:
+        """Delete the queue, its jobs and every registry of it: a killed worker's job stays in
+        the ``StartedJobRegistry`` (then the failed one), which ``pending`` counts."""
         import rq
+        from rq.executions import ExecutionRegistry
 
         with self.redis_client() as client:
-            rq.Queue(self.queue_name, connection=client).delete(delete_jobs=True)
+            queue = rq.Queue(self.queue_name, connection=client)
+            registries = [getattr(queue, f"{kind}_job_registry") for kind in REGISTRIES]
+            ids = {i for r in registries for i in r.get_job_ids(cleanup=False)}
+            ids |= set(queue.intermediate_queue.get_job_ids())
+            keys = [r.key for r in registries] + [queue.intermediate_queue_key]
+            keys += [
+                k for i in ids for k in (rq.job.Job.key_for(i), ExecutionRegistry(i, client).key)
+            ]
+            queue.delete(delete_jobs=True)
+            for start in range(0, len(keys), 500):
+                client.delete(*keys[start : start + 500])
