@@ -19,6 +19,9 @@ import pytest
 
 from obsqueue.benchmarks.peers import BY_BACKEND
 from obsqueue.benchmarks.targets import WorkloadTarget
+from obsqueue.cli import main
+from obsqueue.results import read_results
+from obsqueue.servers import ServerHandle
 from tests.integration.test_peers_targets import (  # the same throwaway servers' fixtures
     _target,
     postgres_server,  # noqa: F401
@@ -107,3 +110,26 @@ def test_a_consumer_killed_mid_message(
             after.close()
     finally:
         base.cleanup()
+
+
+def test_the_recovery_workload_times_each_peer_at_the_engines_lease(
+    redis_server: ServerHandle,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """Given the harness's ``recovery`` workload on Redis (lease 2 s), when it runs the engine
+    beside the ceiling and peers, then every target that claims to survive a consumer kill is
+    timed at that period (its library's ``recovery_s``), and every other one says it lost the
+    message as it declares — none is waited for past the window at its library's default."""
+    options = ["-q", "-w", "recovery", "--profile", "quick", "--rounds", "1"]
+    assert main(["bench", *options, "--results", str(tmp_path), redis_server.url]) == 0
+    doc = read_results(tmp_path / "bench-redis-recovery.json", "benchmark")
+    entries = {e["name"]: e for e in doc["rounds"][0]["targets"]}
+    for cls in BY_BACKEND["redis"]:
+        assert doc["targets"][cls.name]["options"]["recovery_s"] == RECOVERY_S
+        entry = entries[cls.name]
+        assert entry["status"] == "ok", entry
+        if cls.guarantees.survives_consumer_kill:
+            assert MIN_RECOVERY_S < entry["figures"]["recovery_s"] < 3 * RECOVERY_S + 10
+        else:
+            assert "recovery_s" not in entry["figures"]
+            assert any("as the target declares" in note for note in entry["notes"]), entry
