@@ -154,6 +154,8 @@ class PgqueuerTarget(PostgresTarget):
                 await queries.install()
             if await queries.schema_is_installed():
                 await queries.clear_queue(self.entrypoint)
+                if not install:  # cleanup: the log rows of this entrypoint's jobs too
+                    await queries.clear_queue_log(self.entrypoint)
 
     def prepare(self) -> None:
         asyncio.run(self._prepare(install=True))
