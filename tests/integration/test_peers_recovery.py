@@ -1,7 +1,8 @@
 """What each ceiling and peer does with the message of a consumer SIGKILLed in the middle of it:
 a target that claims ``survives_consumer_kill`` delivers it again to another consumer (with its
 library's recovery period shortened to 2 s through ``options["recovery_s"]``); one that does not
-claim it does not deliver it again, and one without ``ack_after_processing`` no longer has it.
+claim it does not deliver it again, and one without ``ack_after_processing`` no longer has it;
+``prepare`` (run before every run) then leaves nothing of it pending.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import pytest
 
 from obsqueue.benchmarks.peers import BY_BACKEND
 from obsqueue.benchmarks.targets import WorkloadTarget
+from obsqueue.cli import main
+from obsqueue.results import read_results
+from obsqueue.servers import ServerHandle
 from tests.integration.test_peers_targets import (  # the same throwaway servers' fixtures
     _target,
     postgres_server,  # noqa: F401
@@ -38,7 +42,7 @@ def _doomed_consumer(target: WorkloadTarget) -> None:
     """A consumer in a process group of its own (RQ's work horse is killed with it), whose
     every message takes a minute."""
     os.setsid()
-    target.open().consume(None, lambda session, payload: None, threading.Event())
+    target.open().consume(["s0"], lambda session, payload: None, threading.Event())
 
 
 def _deliveries_within(target: WorkloadTarget, window_s: float) -> list[tuple[str, str]]:
@@ -54,7 +58,7 @@ def _deliveries_within(target: WorkloadTarget, window_s: float) -> list[tuple[st
     timer = threading.Timer(window_s, stop.set)
     timer.start()
     try:
-        session.consume(None, on_message, stop)
+        session.consume(["s0"], on_message, stop)
     finally:
         timer.cancel()
         session.close()
@@ -97,5 +101,35 @@ def test_a_consumer_killed_mid_message(
             assert time.monotonic() - started > MIN_RECOVERY_S
         else:
             assert seen == [], "delivered again, yet the target does not claim to survive a kill"
+        # the harness prepares a target before every run: nothing of the killed run is left
+        base.prepare()
+        after = base.open()
+        try:
+            assert after.pending() == 0, "prepare left the killed consumer's message pending"
+        finally:
+            after.close()
     finally:
         base.cleanup()
+
+
+def test_the_recovery_workload_times_each_peer_at_the_engines_lease(
+    redis_server: ServerHandle,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """Given the harness's ``recovery`` workload on Redis (lease 2 s), when it runs the engine
+    beside the ceiling and peers, then every target that claims to survive a consumer kill is
+    timed at that period (its library's ``recovery_s``), and every other one says it lost the
+    message as it declares — none is waited for past the window at its library's default."""
+    options = ["-q", "-w", "recovery", "--profile", "quick", "--rounds", "1"]
+    assert main(["bench", *options, "--results", str(tmp_path), redis_server.url]) == 0
+    doc = read_results(tmp_path / "bench-redis-recovery.json", "benchmark")
+    entries = {e["name"]: e for e in doc["rounds"][0]["targets"]}
+    for cls in BY_BACKEND["redis"]:
+        assert doc["targets"][cls.name]["options"]["recovery_s"] == RECOVERY_S
+        entry = entries[cls.name]
+        assert entry["status"] == "ok", entry
+        if cls.guarantees.survives_consumer_kill:
+            assert MIN_RECOVERY_S < entry["figures"]["recovery_s"] < 3 * RECOVERY_S + 10
+        else:
+            assert "recovery_s" not in entry["figures"]
+            assert any("as the target declares" in note for note in entry["notes"]), entry

@@ -1,6 +1,8 @@
 """The ceilings and peers the harness measures beside each engine, on throwaway servers.
 
-Each target enqueues N messages over a few sessions and C consumer processes drain them all; a
+Each target enqueues N messages over a few sessions and C consumer processes drain them all,
+each message reported ``delivered`` (before its ack) and then processed, once; a consumer given
+some sessions takes only those, or the target says it cannot; a
 target that claims per-session order keeps it even when every consumer may take every session.
 A target that claims dedupe stores a repeated key once. Each ``describe()`` reports the
 durability settings actually in force, matching the server's profile or the engine URL's.
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from obsqueue.benchmarks.peers import BY_BACKEND, backend_of, targets_for
+from obsqueue.benchmarks.peers.base import PeerTarget
 from obsqueue.benchmarks.peers.check import drain_check
 from obsqueue.benchmarks.targets import WorkloadTarget
 from obsqueue.engines import open_engine
@@ -58,11 +61,13 @@ ALL = [cls.name for cls in CLASSES]
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_every_message_is_delivered_once(
+def test_every_message_is_delivered_once_and_reported_before_its_ack(
     name: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """Given N messages over S sessions, when C consumers drain them (each given its share of
-    the sessions), then every message is delivered exactly once and nothing is left."""
+    the sessions, as the harness gives them), then every message is delivered exactly once,
+    nothing is left, each message's ``delivered`` hook ran once before its ``on_message`` in the
+    same consumer, and a consumer took only its own sessions unless the target says otherwise."""
     target = _target(name, request, tmp_path)
     try:
         check = drain_check(
@@ -78,6 +83,12 @@ def test_every_message_is_delivered_once(
     assert check.missing() == set()
     assert check.duplicates() == 0
     assert check.drained_per_s > 0
+    assert check.hook_faults() == {}
+    assert isinstance(target, PeerTarget)
+    if target.consumes_given_sessions:
+        assert check.strays() == 0
+    else:
+        assert any("any session" in note for note in target.guarantees.notes)
 
 
 FIFO = [cls.name for cls in CLASSES if cls.guarantees.per_session_fifo]
@@ -191,7 +202,7 @@ def test_consume_returns_soon_after_stop(
     returned: list[float] = []
 
     def consume() -> None:
-        session.consume(None, lambda s, p: None, stop)
+        session.consume(["s0"], lambda s, p: None, stop)  # the harness always passes a list
         returned.append(time.monotonic())
 
     consumer = threading.Thread(target=consume, daemon=True)

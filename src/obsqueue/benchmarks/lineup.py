@@ -1,13 +1,17 @@
 """Who runs beside an engine: its ceiling and peers from ``benchmarks.peers`` when installed.
 
 ``peers.targets_for`` is imported lazily. Where the ``peers`` package is not there, the run goes
-on without peers and the result says so (``references.note``); for the ``drain`` shape
+on without peers and the result says so (``references.note``). For ``recovery`` each reference
+gets the workload's ``lease_s`` — the engine's lease — as its library's own recovery period
+(``options["recovery_s"]``, ``docs/peers.md``), so a peer that redelivers is timed like for like,
+not waited for past the probe's window at its library's 30-60 s default. For the ``drain`` shape
 (``preload``, one session, one consumer) the in-process raw loop of ``references.py`` still gives
 the ceiling, labelled as such. A peer lookup that raises is reported the same way, never hidden.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from dataclasses import dataclass
@@ -50,6 +54,11 @@ def lineup(url: str, server_url: str | None, file_path: str | None, workload: Wo
         failed = f"{PEERS_MODULE}.targets_for failed: {type(exc).__name__}: {exc}"
         return Lineup([], [], PEERS_MODULE, failed + " (no ceiling or peers in this run)")
     none = None if found else f"{PEERS_MODULE} has no ceiling or peer for this backend"
+    if workload.measure == "recovery":
+        lease_s = float(workload.recovery.get("lease_s", 30.0))
+        found = [
+            dataclasses.replace(t, options={**t.options, "recovery_s": lease_s}) for t in found
+        ]
     return Lineup([entrant(t) for t in found], found, PEERS_MODULE, none)
 
 

@@ -149,7 +149,9 @@ def _one_recovery(
         end = time.monotonic() + wait_s
         while not group.shared.marks[REDELIVERED_AT]:
             if time.monotonic() > end:
-                return f"not redelivered within {wait_s:.0f} s of the consumer's SIGKILL"
+                lost = target.guarantees.survives_consumer_kill is False
+                declared = ", as the target declares (task lost on a consumer kill)" if lost else ""
+                return f"not redelivered within {wait_s:.0f} s of the consumer's SIGKILL{declared}"
             group.check_alive()
             time.sleep(0.005)
         return float(group.shared.marks[REDELIVERED_AT] - group.shared.marks[KILLED_AT]) / 1e9

@@ -1,8 +1,9 @@
 """``python -m obsqueue.benchmarks.peers [URL …] [--messages N] [--sessions S] [--consumers C]``:
-one closed-loop pass (``check.drain_check``) through the ceiling and every peer of each engine
-URL's backend, on throwaway servers (a URL with no host gets one; ``sqlite://`` a temporary
-file), printing one JSON line per target: enqueue/s, drained/s, what was missing, duplicated or
-out of order, and the guarantees it holds. The quick look; the harness's workloads measure."""
+one closed-loop pass (``check.drain_check``) through the ceiling and every peer of each engine URL's
+backend, on throwaway servers (a URL with no host gets one; ``sqlite://`` a temporary file),
+printing one JSON line per target: enqueue/s, drained/s, what was missing, duplicated or out of
+order, hook faults and stray sessions (``check.DrainCheck``), and the guarantees it holds. The quick
+look; the harness's workloads measure."""
 
 from __future__ import annotations
 

@@ -46,7 +46,14 @@ class PeerTarget(WorkloadTarget):
       measures the queue with none; a test kills a consumer in the middle of one);
     * ``recovery_s`` (default None: the library's own): for the peers that return a dead
       consumer's message (pgqueuer, Dramatiq, BullMQ), how soon — their heartbeat or stalled
-      check period; the others have nothing to set."""
+      check period; the others have nothing to set.
+
+    ``consumes_given_sessions``: whether a consumer given some sessions (the harness gives
+    consumer i ``sessions[i::consumers]``) consumes only those. The peers route by queue, not by
+    session, so theirs take any session's message — their ``Guarantees.notes`` say so — and
+    every message is still drained, since every consumer reads the one queue."""
+
+    consumes_given_sessions: ClassVar[bool] = False
 
     @property
     def work_s(self) -> float:

@@ -1,8 +1,9 @@
 """BullMQ's Python package (``bullmq`` on PyPI) used directly on Redis, as its users run it: one
-``Queue``; ``queue.add("record", {session, payload}, {"removeOnComplete": True})``; in each
-consumer process a ``Worker`` with ``concurrency`` 1 on asyncio, closed when ``stop`` is set.
-The harness's ``on_message`` is the worker's ``completed`` event, emitted after the job was
-moved to completed (removed). The sync interface runs BullMQ on a private event loop thread.
+``Queue``; ``queue.add("record", {session, payload}, {"removeOnComplete": True})``; in each consumer
+process a ``Worker`` with ``concurrency`` 1 on asyncio, closed when ``stop`` is set. The processor
+reports ``delivered`` as it starts; the harness's ``on_message`` is the worker's ``completed``
+event, emitted after the job was moved to completed (removed). The sync interface runs BullMQ on a
+private event loop thread.
 
 What BullMQ gives: a job is locked while it runs (``lockDuration`` 30 s, renewed by the
 worker) and moved to completed after the processor returns; a SIGKILLed worker's job is found
@@ -63,7 +64,8 @@ class _BullmqSession(TargetSession):
         from bullmq import Worker
 
         async def process(job: Any, token: str) -> None:
-            del job, token
+            del token
+            self.delivered(job.data["payload"])
             await asyncio.sleep(WORK["s"])
 
         opts: dict[str, Any] = {"connection": self._url, "concurrency": 1, "drainDelay": 1}

@@ -6,7 +6,9 @@ workloads are the measurement, this is the quick look (enqueue/s and drained/s o
 Consumers are separate processes (``spawn``), each opening its own session and given every C-th
 session; the drain is timed from the moment they are told to start until ``pending()`` reads 0
 in the parent. Deliveries carry ``time.monotonic()`` (one clock for every process on Linux), so
-per-session order is judged across consumers.
+per-session order is judged across consumers. Each consumer also records, per message, the order
+of its two hooks: ``delivered`` (``TargetSession.delivered``, before the ack) must come once and
+then ``on_message`` once, in the same consumer.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ READY_TIMEOUT_S = 60.0
 
 @dataclass
 class DrainCheck:
-    """What one pass saw: rates, and every delivery as ``(monotonic_s, session, seq)``."""
+    """What one pass saw: rates; every delivery as ``(monotonic_s, session, seq)``; and, per
+    consumer, its hooks in the order they were called: ``("delivered" | "processed", seq)``."""
 
     target: str
     messages: int
@@ -38,6 +41,9 @@ class DrainCheck:
     enqueue_per_s: float
     drained_per_s: float
     deliveries: list[tuple[float, str, int]] = field(default_factory=list)
+    hooks: list[list[tuple[str, int]]] = field(default_factory=list)
+    given: list[list[str] | None] = field(default_factory=list)  # each consumer's sessions
+    taken: list[set[str]] = field(default_factory=list)  # the sessions each one processed
 
     def missing(self) -> set[tuple[str, int]]:
         """Messages enqueued and never delivered."""
@@ -59,6 +65,24 @@ class DrainCheck:
             if after < before
         )
 
+    def hook_faults(self) -> dict[int, list[str]]:
+        """Messages whose hooks were not ``delivered`` then ``processed``, once each, in one
+        consumer: ``{seq: [hook, …]}`` (every hook of it, in every consumer)."""
+        calls: dict[int, list[str]] = defaultdict(list)
+        for hooks in self.hooks:
+            for hook, seq in hooks:
+                calls[seq].append(hook)
+        each = {seq: calls.get(seq, []) for seq in range(self.messages)}
+        return {seq: got for seq, got in each.items() if got != ["delivered", "processed"]}
+
+    def strays(self) -> int:
+        """Sessions a consumer processed though it was not given them."""
+        return sum(
+            len(taken - set(given))
+            for given, taken in zip(self.given, self.taken, strict=True)
+            if given is not None
+        )
+
     def summary(self) -> dict[str, Any]:
         return {
             "target": self.target,
@@ -70,10 +94,13 @@ class DrainCheck:
             "missing": len(self.missing()),
             "duplicates": self.duplicates(),
             "out_of_order": self.out_of_order(),
+            "hook_faults": len(self.hook_faults()),
+            "stray_sessions": self.strays(),
         }
 
 
 def _consumer(
+    index: int,
     target: WorkloadTarget,
     sessions: list[str] | None,
     ready: Any,
@@ -82,18 +109,25 @@ def _consumer(
     results: Any,
 ) -> None:
     seen: list[tuple[float, str, int]] = []
+    hooks: list[tuple[str, int]] = []  # list.append is atomic: hooks may run on other threads
+
+    def on_delivered(payload: str) -> None:
+        hooks.append(("delivered", int(json.loads(payload)["i"])))
 
     def on_message(session_id: str, payload: str) -> None:
-        seen.append((time.monotonic(), session_id, int(json.loads(payload)["i"])))
+        seq = int(json.loads(payload)["i"])
+        hooks.append(("processed", seq))
+        seen.append((time.monotonic(), session_id, seq))
 
     session = target.open()
+    session.on_delivered = on_delivered
     try:
         ready.release()
         go.wait()
         session.consume(sessions, on_message, stop)
     finally:
         session.close()
-        results.put(seen)
+        results.put((index, seen, hooks))
 
 
 def drain_check(
@@ -118,10 +152,11 @@ def drain_check(
         enqueue_s = time.perf_counter() - started
 
         ready, go, stop, results = ctx.Semaphore(0), ctx.Event(), ctx.Event(), ctx.Queue()
+        given = [names[k::consumers] if route_sessions else None for k in range(consumers)]
         procs = [
             ctx.Process(
                 target=_consumer,
-                args=(target, names[k::consumers] if route_sessions else None, ready, go, stop),
+                args=(k, target, given[k], ready, go, stop),
                 kwargs={"results": results},
                 daemon=True,
             )
@@ -142,7 +177,7 @@ def drain_check(
                 time.sleep(0.005)
             drain_s = time.perf_counter() - started
             stop.set()
-            deliveries = [item for _ in procs for item in results.get(timeout=60)]
+            reports = [report[1:] for report in sorted(results.get(timeout=60) for _ in procs)]
         finally:
             stop.set()
             go.set()
@@ -160,5 +195,8 @@ def drain_check(
         consumers,
         messages / enqueue_s,
         messages / drain_s,
-        deliveries,
+        deliveries=[item for seen, _ in reports for item in seen],
+        hooks=[hooks for _, hooks in reports],
+        given=given,
+        taken=[{session for _, session, _ in seen} for seen, _ in reports],
     )

@@ -2,8 +2,9 @@
 ``record`` bound to it (``dramatiq.actor(record, broker=…, queue_name=…)``); ``actor.send``
 enqueues; in each consumer process a ``dramatiq.Worker`` with one worker thread, started and
 stopped in process (what ``dramatiq`` the command runs in each of its processes). The broker
-keeps its default middleware; one more, ``after_ack``, calls the harness's ``on_message`` once
-Dramatiq has acknowledged the message.
+keeps its default middleware; one more reports ``delivered`` in ``before_process_message`` (the
+worker thread, before the actor runs) and calls the harness's ``on_message`` in ``after_ack``,
+once Dramatiq has acknowledged the message.
 
 What Dramatiq gives: a message stays in the broker (``<ns>:<queue>.msgs``) until it is acked after
 the actor returns; a SIGKILLed worker's unacked messages go back to the queue once its heartbeat
@@ -21,7 +22,7 @@ from typing import Any, ClassVar
 from obsqueue.benchmarks.peers.base import RedisTarget, holding
 from obsqueue.benchmarks.peers.raw_redis import unlink_prefix
 from obsqueue.benchmarks.peers.tasks import record
-from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
+from obsqueue.benchmarks.targets import Guarantees, OnDelivered, OnMessage, TargetSession
 
 __all__ = ["DramatiqTarget"]
 
@@ -33,6 +34,11 @@ def _acked_middleware() -> Any:
         """Reports each acknowledged message to the harness (in the worker's consumer thread)."""
 
         on_message: OnMessage | None = None
+        on_delivered: OnDelivered | None = None
+
+        def before_process_message(self, broker: Any, message: Any) -> None:
+            if self.on_delivered is not None:
+                self.on_delivered(message.args[1])
 
         def after_ack(self, broker: Any, message: Any) -> None:
             if self.on_message is not None:
@@ -68,14 +74,14 @@ class _DramatiqSession(TargetSession):
     ) -> None:
         import dramatiq
 
-        self._acked.on_message = on_message
+        self._acked.on_message, self._acked.on_delivered = on_message, self.delivered
         worker = dramatiq.Worker(self._broker, worker_threads=1, worker_timeout=100)
         worker.start()
         try:
             stop.wait()
         finally:
             worker.stop()
-            self._acked.on_message = None
+            self._acked.on_message = self._acked.on_delivered = None
 
     def pending(self) -> int:
         client = self._broker.client

@@ -1,9 +1,10 @@
-"""Huey used directly, on Redis (``RedisHuey``) and on SQLite (``SqliteHuey``), as its users run
-it: ``@huey.task()`` over ``record``; calling the task enqueues it; in each consumer process
-the loop of Huey's own consumer worker (``huey.consumer.Worker`` with the consumer's defaults:
-first delay 0.1 s, backoff 1.15, at most 10 s; RedisHuey blocks on ``BRPOP`` for 1 s instead)
-runs with the harness's ``stop`` as its stop flag. ``on_message`` is a ``SIGNAL_COMPLETE``
-handler (``@huey.signal``), run after the task returns.
+"""Huey used directly, on Redis (``RedisHuey``) and on SQLite (``SqliteHuey``), as its users run it:
+``@huey.task()`` over ``record``; calling the task enqueues it; in each consumer process the loop of
+Huey's own consumer worker (``huey.consumer.Worker`` with the consumer's defaults: first delay 0.1
+s, backoff 1.15, at most 10 s; RedisHuey blocks on ``BRPOP`` for 1 s instead) runs with the
+harness's ``stop`` as its stop flag. ``delivered`` is a ``SIGNAL_EXECUTING`` handler
+(``@huey.signal``, before the task runs), ``on_message`` a ``SIGNAL_COMPLETE`` one, after it
+returns.
 
 What Huey gives: ``dequeue`` removes the task from storage before it runs, so there is no
 acknowledgement and a SIGKILLed consumer's task is gone; no sessions (a consumer takes any
@@ -39,7 +40,12 @@ class _HueySession(TargetSession):
         self._huey = huey
         self._task = huey.task(name="record")(record)
         self._on_message: OnMessage | None = None
+        huey.signal(signals.SIGNAL_EXECUTING)(self._executing)
         huey.signal(signals.SIGNAL_COMPLETE)(self._completed)
+
+    def _executing(self, signal: str, task: Any) -> None:
+        if self._on_message is not None:  # consuming: report the task Huey is about to run
+            self.delivered(task.args[1])
 
     def _completed(self, signal: str, task: Any) -> None:
         if self._on_message is not None:

@@ -1,17 +1,17 @@
-"""pgqueuer on PostgreSQL, as its users run it: ``Queries.install()`` once; producers enqueue
-with ``SyncQueries.enqueue(entrypoint, payload, headers=…, dedupe_key=…)`` on a sync psycopg
-driver; in each consumer process a ``QueueManager`` with one entrypoint, run on its asyncio loop
-(``qm.run()`` with its defaults: batches of 10, 30 s heartbeat timeout) until ``stop`` sets
-``qm.shutdown``.
+"""pgqueuer on PostgreSQL, as its users run it: ``Queries.install()`` once; producers enqueue with
+``SyncQueries.enqueue(entrypoint, payload, headers=…, dedupe_key=…)`` on a sync psycopg driver; in
+each consumer process a ``QueueManager`` with one entrypoint, run on its asyncio loop (``qm.run()``
+with its defaults: batches of 10, 30 s heartbeat timeout) until ``stop`` sets ``qm.shutdown``.
 
-What pgqueuer gives: a job is ``queued``, then ``picked`` (with a heartbeat) while its handler
-runs, then moved to the log table by a buffered batch (``log_jobs``, at most 0.1 s later); the
-harness's ``on_message`` is called after that batch is written (a ``Queries`` subclass wraps
-``log_jobs``, the one glue here), so the figure includes pgqueuer's batching. A picked job whose
-heartbeat is older than ``heartbeat_timeout`` is picked again — at least once across a SIGKILL.
-``dedupe_key`` is unique over queued and picked jobs (``on_conflict="skip"``), as obsqueue's
-dedupe is. No sessions: a consumer takes any session's job, in batches, and runs them at once.
-The session travels in the job's ``headers``, the payload as the job's bytes.
+What pgqueuer gives: a job is ``queued``, then ``picked`` (with a heartbeat) while its handler runs
+(the entrypoint reports ``delivered`` as it starts), then moved to the log table by a buffered batch
+(``log_jobs``, at most 0.1 s later); the harness's ``on_message`` is called after that batch is
+written (a ``Queries`` subclass wraps ``log_jobs``, the one glue here), so the figure includes
+pgqueuer's batching. A picked job whose heartbeat is older than ``heartbeat_timeout`` is picked
+again — at least once across a SIGKILL. ``dedupe_key`` is unique over queued and picked jobs
+(``on_conflict="skip"``), as obsqueue's dedupe is. No sessions: a consumer takes any session's job,
+in batches, and runs them at once. The session travels in the job's ``headers``, the payload as the
+job's bytes.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class _PgqueuerSession(TargetSession):
 
             @qm.entrypoint(self._entrypoint)
             async def handle(job: Any) -> None:
-                del job
+                self.delivered((job.payload or b"").decode())
                 await asyncio.sleep(WORK["s"])
 
             watcher = asyncio.create_task(until_set(stop, qm.shutdown))
@@ -154,6 +154,8 @@ class PgqueuerTarget(PostgresTarget):
                 await queries.install()
             if await queries.schema_is_installed():
                 await queries.clear_queue(self.entrypoint)
+                if not install:  # cleanup: the log rows of this entrypoint's jobs too
+                    await queries.clear_queue_log(self.entrypoint)
 
     def prepare(self) -> None:
         asyncio.run(self._prepare(install=True))

@@ -7,7 +7,8 @@ cancelled (procrastinate's graceful stop) when ``stop`` is set.
 What procrastinate gives: ``lock`` — "no two jobs with the same lock can run simultaneously",
 and the worker fetches the oldest job whose lock is free — so one session's jobs run one at a
 time, in order, across every worker: per-session FIFO and one consumer per session, as obsqueue
-has them. A job is ``doing`` until the worker finishes it, after the task returns (the harness's
+has them. The task reports ``delivered`` as it starts. A job is ``doing`` until the worker
+finishes it, after the task returns (the harness's
 ``on_message`` is called once that write has returned: a ``JobManager`` subclass wraps
 ``finish_job``, the one glue here). A SIGKILLed worker's job stays ``doing`` — and keeps its lock,
 so its session stops — until someone calls ``retry_stalled_jobs`` (procrastinate finds stalled
@@ -27,13 +28,19 @@ from typing import Any, ClassVar
 from obsqueue.benchmarks.peers.base import PostgresTarget, holding
 from obsqueue.benchmarks.peers.loop import LoopThread, until_set
 from obsqueue.benchmarks.peers.tasks import record
-from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
+from obsqueue.benchmarks.targets import Guarantees, OnDelivered, OnMessage, TargetSession
 
 __all__ = ["ProcrastinateTarget"]
 
 
-def _app(dsn: str, queue: str, on_message: OnMessage | None = None) -> tuple[Any, Any]:
-    """An ``App`` with the ``record`` task; with ``on_message``, finished jobs are reported."""
+def _app(
+    dsn: str,
+    queue: str,
+    on_message: OnMessage | None = None,
+    on_delivered: OnDelivered | None = None,
+) -> tuple[Any, Any]:
+    """An ``App`` with the ``record`` task; with ``on_message``, finished jobs are reported,
+    with ``on_delivered``, each job as the task starts."""
     import procrastinate
     from procrastinate.manager import JobManager
 
@@ -45,7 +52,13 @@ def _app(dsn: str, queue: str, on_message: OnMessage | None = None) -> tuple[Any
 
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn))
     app.job_manager = AckingJobManager(app.connector)
-    task = app.task(name="record", queue=queue)(record)
+
+    def run(session_id: str, payload: str) -> None:
+        if on_delivered is not None:
+            on_delivered(payload)
+        record(session_id, payload)
+
+    task = app.task(name="record", queue=queue)(run)
     return app, task
 
 
@@ -72,7 +85,7 @@ class _ProcrastinateSession(TargetSession):
             loop.close()
 
     async def _work(self, on_message: OnMessage, stop: threading.Event) -> None:
-        app, _ = _app(self._dsn, self._queue, on_message)
+        app, _ = _app(self._dsn, self._queue, on_message, self.delivered)
         async with app.open_async():
             worker = asyncio.create_task(
                 app.run_worker_async(
@@ -112,6 +125,8 @@ class ProcrastinateTarget(PostgresTarget):
         notes=(
             "procrastinate: task.configure(lock=session).defer(); app.run_worker_async("
             "concurrency=1) in the consumer process",
+            "a consumer takes any session's job (one queue; the lock keeps a session on one "
+            "worker at a time, not on the consumer given it)",
             "a killed worker's job stays 'doing' and holds its session's lock until "
             "retry_stalled_jobs is called",
             "queueing_lock dedupes only while the first job waits, not while it runs",

@@ -1,9 +1,11 @@
-"""The Redis ceiling: ``RPUSH`` to a list per session; ``LMOVE`` to the consumer's processing
-list; ``LREM`` from it after processing — the fewest commands that leave a claimed message in
-Redis until it is acknowledged. No leases, tokens, dedupe, wakeup or retries.
+"""The Redis ceiling: ``RPUSH`` to a list per session; ``LMOVE`` to the consumer's processing list;
+``LREM`` from it after processing — the fewest commands that leave a claimed message in Redis until
+it is acknowledged (``delivered`` is reported once ``LMOVE`` has moved it). No leases, tokens,
+dedupe, wakeup or retries.
 
-A consumer takes one message from each of its sessions' lists in turn (all sessions: the lists
-found by ``SCAN``, looked up again whenever a pass finds nothing), polling while the lists are
+A consumer takes one message from each of its sessions' lists per pass — the ``LMOVE``s of a pass in
+one pipelined round trip, then each message's work and ``LREM`` in turn (all sessions: the lists
+found by ``SCAN``, looked up again whenever a pass finds nothing) — polling while the lists are
 empty (1 ms doubling to 50 ms). The server's ``appendonly``/``appendfsync`` are what they are;
 ``describe()`` reads them back.
 """
@@ -57,10 +59,14 @@ class _RedisSession(TargetSession):
         def one_pass() -> bool:
             nonlocal queues
             found = False
-            for queue in queues:
-                item = self._client.lmove(queue, processing, "LEFT", "RIGHT")
+            with self._client.pipeline(transaction=False) as pipe:
+                for queue in queues:
+                    pipe.lmove(queue, processing, "LEFT", "RIGHT")
+                items = pipe.execute()
+            for queue, item in zip(queues, items, strict=True):
                 if item is None:
                     continue
+                self.delivered(item.decode())
                 work()
                 self._client.lrem(processing, 1, item)
                 on_message(queue[start:], item.decode())
@@ -96,6 +102,7 @@ class RawRedisTarget(RedisTarget):
             "a killed consumer's message stays in its processing list: nothing returns it",
         ),
     )
+    consumes_given_sessions: ClassVar[bool] = True
 
     @property
     def prefix(self) -> str:

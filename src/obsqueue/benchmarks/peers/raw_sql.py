@@ -2,7 +2,8 @@
 
 Each message costs three autocommitted statements and nothing else: ``INSERT``; ``UPDATE … SET
 status = 'processing' WHERE id = (SELECT … ORDER BY id LIMIT 1 [FOR UPDATE SKIP LOCKED])
-RETURNING``; ``DELETE``. The statements are ``benchmarks/sql/raw_postgres.sql`` and
+RETURNING``; ``DELETE``. ``delivered`` is reported once the claim returns the row, before the
+work and the ``DELETE``. The statements are ``benchmarks/sql/raw_postgres.sql`` and
 ``raw_sqlite.sql`` (the drain reference's, plus ``claim_any``/``claim_among`` to take the oldest
 message of any session, or of a set of sessions). No leases, tokens, dedupe, wakeup or retries:
 a consumer polls, backing off from 1 ms to 50 ms while it finds nothing.
@@ -85,6 +86,7 @@ class SqlSession(TargetSession):
             row = self._run(name, params).fetchone()
             if row is None:
                 return False
+            self.delivered(row[2])
             work()
             self._run("delete", {"id": row[0]})
             on_message(row[1], row[2])
@@ -106,6 +108,7 @@ class RawPostgresTarget(PostgresTarget):
     name: ClassVar[str] = "raw-postgres"
     kind: ClassVar[str] = "ceiling"
     guarantees: ClassVar[Guarantees] = CEILING_GUARANTEES
+    consumes_given_sessions: ClassVar[bool] = True
 
     def _queries(self) -> dict[str, Any]:
         from psycopg import sql
@@ -143,6 +146,7 @@ class RawSqliteTarget(SqliteTarget):
     name: ClassVar[str] = "raw-sqlite"
     kind: ClassVar[str] = "ceiling"
     guarantees: ClassVar[Guarantees] = CEILING_GUARANTEES
+    consumes_given_sessions: ClassVar[bool] = True
 
     def _queries(self) -> dict[str, str]:
         table = table_name(self.namespace)

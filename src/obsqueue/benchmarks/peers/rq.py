@@ -4,8 +4,9 @@ job) working the queue (``work(max_jobs=…, max_idle_time=1)`` again and again 
 
 RQ has no notion of a session: every worker takes the oldest job of the queue, so a consumer
 given some sessions takes any session's jobs, and two workers run one session's jobs at once.
-A job waits in the queue's list, then in the ``StartedJobRegistry`` while it runs; the harness's
-``on_message`` is called in the worker process after the work horse exits and the job reads
+A job waits in the queue's list, then in the ``StartedJobRegistry`` while it runs. In the worker
+process, ``delivered`` is reported once ``Worker.prepare_execution`` has registered the job (before
+the work horse is forked) and ``on_message`` after the work horse exits and the job reads
 ``finished``. A SIGKILLed worker's job is moved to the ``FailedJobRegistry`` as abandoned when
 its heartbeat lapses — not run again. Enqueueing an existing ``job_id`` replaces the job, so
 there is no dedupe. Durability is the server's (``describe()`` reads it back).
@@ -20,10 +21,12 @@ from typing import Any, ClassVar
 
 from obsqueue.benchmarks.peers.base import RedisTarget, holding
 from obsqueue.benchmarks.peers.tasks import record
-from obsqueue.benchmarks.targets import Guarantees, OnMessage, TargetSession
+from obsqueue.benchmarks.targets import Guarantees, OnDelivered, OnMessage, TargetSession
 
 __all__ = ["RqTarget"]
 
+#: The queue's registries (``Queue.<kind>_job_registry``), emptied by ``cleanup``.
+REGISTRIES = ("started", "failed", "finished", "deferred", "ready", "scheduled", "canceled")
 JOBS_PER_WORK = 50  # jobs per Worker.work() call: how often ``stop`` is looked at while busy
 
 
@@ -35,6 +38,13 @@ def _worker_class() -> type[Any]:
         """``rq.Worker`` that reports each finished job to the harness, in the worker process."""
 
         on_message: OnMessage | None = None
+        on_delivered: OnDelivered | None = None
+
+        def prepare_execution(self, job: Any) -> Any:
+            execution = super().prepare_execution(job)  # the job is in the StartedJobRegistry
+            if self.on_delivered is not None:
+                self.on_delivered(job.args[1])
+            return execution
 
         def execute_job(self, job: Any, queue: Any) -> None:
             super().execute_job(job, queue)
@@ -63,7 +73,7 @@ class _RqSession(TargetSession):
         self, sessions: Sequence[str] | None, on_message: OnMessage, stop: threading.Event
     ) -> None:
         worker = _worker_class()([self._queue], connection=self._redis)
-        worker.on_message = on_message
+        worker.on_message, worker.on_delivered = on_message, self.delivered
         while not stop.is_set():
             worker.work(
                 burst=False, max_jobs=JOBS_PER_WORK, max_idle_time=1, logging_level="WARNING"
@@ -105,7 +115,20 @@ class RqTarget(RedisTarget):
         return _RqSession(self.address, self.queue_name)
 
     def cleanup(self) -> None:
+        """Delete the queue, its jobs and every registry of it: a killed worker's job stays in
+        the ``StartedJobRegistry`` (then the failed one), which ``pending`` counts."""
         import rq
+        from rq.executions import ExecutionRegistry
 
         with self.redis_client() as client:
-            rq.Queue(self.queue_name, connection=client).delete(delete_jobs=True)
+            queue = rq.Queue(self.queue_name, connection=client)
+            registries = [getattr(queue, f"{kind}_job_registry") for kind in REGISTRIES]
+            ids = {i for r in registries for i in r.get_job_ids(cleanup=False)}
+            ids |= set(queue.intermediate_queue.get_job_ids())
+            keys = [r.key for r in registries] + [queue.intermediate_queue_key]
+            keys += [
+                k for i in ids for k in (rq.job.Job.key_for(i), ExecutionRegistry(i, client).key)
+            ]
+            queue.delete(delete_jobs=True)
+            for start in range(0, len(keys), 500):
+                client.delete(*keys[start : start + 500])

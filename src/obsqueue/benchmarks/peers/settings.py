@@ -41,7 +41,8 @@ def describe_target(
     target: Any, durability: dict[str, Any], *libraries: str, **more: str | None
 ) -> dict[str, Any]:
     """``WorkloadTarget.describe()``: identity, how it is used, the versions of ``libraries``
-    (distributions) and of ``more`` (e.g. ``sqlite=sqlite3.sqlite_version``), durability."""
+    (distributions) and of ``more`` (e.g. ``sqlite=sqlite3.sqlite_version``), the ``options``
+    in force (``recovery_s``, ``synchronous``…), durability."""
     return {
         "name": target.name,
         "kind": target.kind,
@@ -50,6 +51,7 @@ def describe_target(
         "usage": target.guarantees.notes[0] if target.guarantees.notes else "",
         "weaker": target.guarantees.weaker_than_obsqueue(),
         "library": {**versions(*libraries), **more},
+        "options": dict(target.options),
         "durability": durability,
     }
 
