@@ -1,4 +1,4 @@
-"""Per test and per property: the outcomes of DESIGN.md §3, and the reason shown for each.
+"""Per test and per property: the outcomes of docs/properties.md, and the reason shown for each.
 
 A test ends as pass, fail, unsupported (skipped with ``unsupported: …``: the engine lacks a
 capability it needs), expected-fail (it saw only the anomalies its engine's known limitation
