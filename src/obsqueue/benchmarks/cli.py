@@ -15,7 +15,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from obsqueue.benchmarks.workload import PROFILES, WorkloadError, load_workload, shipped_workloads
+from obsqueue.benchmarks.workload import (
+    PROFILES,
+    REFERENCES,
+    WorkloadError,
+    load_workload,
+    shipped_workloads,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -64,6 +70,13 @@ def add_parser(subparsers: Any, epilog: str = "") -> argparse.ArgumentParser:
         help="also check the harness: a null target >= 10x the fastest engine on the first "
         "workload, and a 10 ms injected delay reading 10 ms +- 1 ms at p50 in `latency`",
     )
+    parser.add_argument(
+        "--references",
+        choices=REFERENCES,
+        default="all",
+        help="beside each engine: its raw ceiling and every peer library on its backend (all), "
+        "or only the ceiling (ceiling: quicker when several engines share a backend)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no live progress")
     return parser
 
@@ -106,7 +119,12 @@ def run(args: argparse.Namespace) -> int:
                 )
                 for configs in groups:
                     docs = run_benchmarks(
-                        configs, workload, args.results, env_urls=env_urls, live=live
+                        configs,
+                        workload,
+                        args.results,
+                        env_urls=env_urls,
+                        live=live,
+                        references=args.references,
                     )
                     failed |= any(d["status"] == "failed" for d in docs)
                     if args.durability_sweep and docs:

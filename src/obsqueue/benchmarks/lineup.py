@@ -41,7 +41,13 @@ class Lineup:
         return {"source": self.source, "note": self.note}
 
 
-def lineup(url: str, server_url: str | None, file_path: str | None, workload: Workload) -> Lineup:
+def lineup(
+    url: str,
+    server_url: str | None,
+    file_path: str | None,
+    workload: Workload,
+    references: str = "all",
+) -> Lineup:
     try:
         peers = importlib.import_module(PEERS_MODULE)
     except ModuleNotFoundError as exc:
@@ -54,6 +60,9 @@ def lineup(url: str, server_url: str | None, file_path: str | None, workload: Wo
         failed = f"{PEERS_MODULE}.targets_for failed: {type(exc).__name__}: {exc}"
         return Lineup([], [], PEERS_MODULE, failed + " (no ceiling or peers in this run)")
     none = None if found else f"{PEERS_MODULE} has no ceiling or peer for this backend"
+    if references == "ceiling":
+        found = [t for t in found if t.kind == "ceiling"]
+        none = none or "peer libraries left out (--references ceiling): only the raw ceiling ran"
     if workload.measure == "recovery":
         lease_s = float(workload.recovery.get("lease_s", 30.0))
         found = [

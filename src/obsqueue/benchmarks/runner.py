@@ -37,13 +37,17 @@ def run_benchmarks(
     *,
     env_urls: Mapping[str, str],
     live: LiveProgress,
+    references: str = "all",
 ) -> list[dict[str, Any]]:
-    """Every engine configuration in order; returns the documents written (one each)."""
+    """Every engine configuration in order; returns the documents written (one each).
+    ``references="ceiling"`` leaves the peer libraries out (the raw ceiling still runs)."""
     documents = []
     for config in configs:
         live.prefix = f"{config.given}{config.suffix} {workload.name}: "
         try:
-            document = bench_engine(config, workload, env_urls=env_urls, live=live)
+            document = bench_engine(
+                config, workload, env_urls=env_urls, live=live, references=references
+            )
         except Exception as exc:  # one engine's failure is its result; the next one runs
             reason = f"{type(exc).__name__}: {exc}"
             label = engine_label(config.given) + config.suffix
@@ -57,7 +61,12 @@ def run_benchmarks(
 
 
 def bench_engine(
-    config: Config, workload: Workload, *, env_urls: Mapping[str, str], live: LiveProgress
+    config: Config,
+    workload: Workload,
+    *,
+    env_urls: Mapping[str, str],
+    live: LiveProgress,
+    references: str = "all",
 ) -> dict[str, Any]:
     """One engine configuration's result (``ok``, ``failed`` or ``unavailable``)."""
     with (
@@ -75,7 +84,7 @@ def bench_engine(
             )
             return build_document(**base, status="unavailable", reason=reason)
         options = {**workload.engine, **config.options}
-        return _measured(resolved, workload, options, Path(tmp), live, base)
+        return _measured(resolved, workload, options, Path(tmp), live, base, references)
 
 
 def _measured(
@@ -85,12 +94,13 @@ def _measured(
     tmp: Path,
     live: LiveProgress,
     base: dict[str, Any],
+    references: str,
 ) -> dict[str, Any]:
     namespace = f"b{uuid.uuid4().hex[:8]}"
     engine = EngineTarget(resolved.url, namespace=namespace, options=options)
     server = resolved.server
     server_url = server.url if server else None
-    found = lineup(resolved.url, server_url, str(tmp / "reference.db"), workload)
+    found = lineup(resolved.url, server_url, str(tmp / "reference.db"), workload, references)
     if found.note:
         live.log(f"{base['engine']}: {found.note}")
     described = {"obsqueue": engine.describe()}

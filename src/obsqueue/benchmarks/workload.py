@@ -23,6 +23,7 @@ from obsqueue.errors import ObsqueueError
 __all__ = [
     "MEASURES",
     "PROFILES",
+    "REFERENCES",
     "Arrival",
     "Payload",
     "Workload",
@@ -30,6 +31,10 @@ __all__ = [
     "load_workload",
     "shipped_workloads",
 ]
+
+#: ``obsqueue bench --references``: beside each engine its raw ceiling and every peer library on
+#: its backend (``all``), or only the ceiling (``ceiling``).
+REFERENCES = ("all", "ceiling")
 
 MEASURES = ("throughput", "latency", "idle", "recovery", "scaling")
 PROFILES = ("quick", "full")

@@ -80,6 +80,16 @@ def bench_unsupported() -> str | None:
     return None
 
 
+def peers_once_per_backend(urls: Sequence[str]) -> set[str]:
+    """The first URL of each backend (the last part of the scheme: ``huey+sqlite`` -> sqlite)
+    runs beside every peer library; the others beside their raw ceiling only, since the peers of
+    one backend are the same libraries whichever engine they stand beside."""
+    first: dict[str, str] = {}
+    for url in urls:
+        first.setdefault(url.partition("://")[0].rsplit("+", 1)[-1], url)
+    return set(first.values())
+
+
 def _run(step: Step, argv: Sequence[str], display: Display) -> None:
     step.status, step.started = "running", time.monotonic()
     display.update()
@@ -140,17 +150,16 @@ def run_scorecard(
     with Display(list(steps.values()), console) as display:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             list(pool.map(lambda u: _engine_steps(u, results, steps, display), urls))
+        with_peers = peers_once_per_backend(urls)
         for url in urls:
             if no_bench:
                 step = steps[url, "bench"]
                 step.status, step.reason = "not measured", no_bench
                 display.finished(step)
                 continue
-            _run(
-                steps[url, "bench"],
-                [*CLI, "bench", "--profile", "quick", url, "--results", str(results)],
-                display,
-            )
+            references = "all" if url in with_peers else "ceiling"
+            bench = ["bench", "--profile", "quick", "--references", references]
+            _run(steps[url, "bench"], [*CLI, *bench, url, "--results", str(results)], display)
     record = {
         "command": "obsqueue scorecard " + " ".join(urls),
         "started_at": started,
