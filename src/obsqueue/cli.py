@@ -11,11 +11,11 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path
 
 from obsqueue.engines import engine_class, registered_engines
 from obsqueue.errors import ObsqueueError
 from obsqueue.reporting import cli as reporting_cli
+from obsqueue.results import add_results_option
 
 __all__ = ["main", "validate_engine_urls"]
 
@@ -69,12 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     conf.add_argument("urls", nargs="+", metavar="URL", help="engine URLs (see below)")
-    conf.add_argument(
-        "--results",
-        type=Path,
-        default=Path("reports/results"),
-        help="directory for results JSON (default: %(default)s)",
-    )
+    add_results_option(conf)
     conf.add_argument(
         "-k", dest="keyword", default=None, help="only tests matching this pytest -k expression"
     )

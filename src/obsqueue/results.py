@@ -6,6 +6,7 @@ check ``schema_version`` and refuse files they do not understand. Reports import
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -17,9 +18,11 @@ from typing import Any, Final
 __all__ = [
     "OUTCOMES",
     "READABLE_VERSIONS",
+    "RESULTS_DIR",
     "SCHEMA_VERSION",
     "DEFAULT_READABLE",
     "ResultsFormatError",
+    "add_results_option",
     "conformance_path",
     "environment",
     "read_results",
@@ -33,6 +36,21 @@ __all__ = [
 #: results of version 2 have rounds, summary and histograms
 #: (``benchmarks/schema/bench-result-v2.json``).
 SCHEMA_VERSION: Final = 2
+
+#: Where every command writes and reads results JSON unless told ``--results DIR``.
+RESULTS_DIR: Final = Path("reports/results")
+
+
+def add_results_option(parser: argparse.ArgumentParser, what: str = "directory for") -> None:
+    """The ``--results DIR`` option every command that writes or reads results JSON takes."""
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS_DIR,
+        help=f"{what} results JSON (default: %(default)s)",
+    )
+
+
 #: Schema versions this code reads, per kind: version 1 conformance files are a subset of 2;
 #: version 1 benchmark files (the old drain-only shape) are not read.
 READABLE_VERSIONS: Final = {"benchmark": (2,)}

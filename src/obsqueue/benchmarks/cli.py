@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any
 
 from obsqueue.benchmarks.workload import (
@@ -22,6 +21,7 @@ from obsqueue.benchmarks.workload import (
     load_workload,
     shipped_workloads,
 )
+from obsqueue.results import add_results_option
 
 __all__ = ["add_parser", "run"]
 
@@ -51,12 +51,7 @@ def add_parser(subparsers: Any, epilog: str = "") -> argparse.ArgumentParser:
     )
     parser.add_argument("--profile", choices=PROFILES, default="quick", help="default: quick")
     parser.add_argument("--rounds", type=int, default=None, help="override the file's rounds")
-    parser.add_argument(
-        "--results",
-        type=Path,
-        default=Path("reports/results"),
-        help="directory for results JSON (default: %(default)s)",
-    )
+    add_results_option(parser)
     parser.add_argument(
         "--durability-sweep",
         action="store_true",

@@ -204,8 +204,30 @@ class ObservationQueueEngine(abc.ABC):
     def enqueue_many(
         self, items: Iterable[tuple[SessionId, str, PendingMessage]]
     ) -> list[EnqueueResult]:
-        """Enqueue several ``(session_id, content_session_id, message)`` items, in order."""
-        return [self.enqueue(sid, csid, msg) for sid, csid, msg in items]
+        """Enqueue several ``(session_id, content_session_id, message)`` items, in order. Every
+        item is checked before any is stored; engines that can store them in one transaction or
+        pipeline do (a later duplicate of an earlier item of the batch is reported as one)."""
+        self._check_open()
+        batch = [
+            (
+                normalize_session_id(sid),
+                validate_content_session_id(csid),
+                msg,
+                encode_message(msg),
+            )
+            for sid, csid, msg in items
+        ]
+        results = self._enqueue_batch(batch) if batch else []
+        if any(not r.duplicate for r in results):
+            self._notify_local()
+        return results
+
+    def _enqueue_batch(
+        self, items: list[tuple[str, str, PendingMessage, str]]
+    ) -> list[EnqueueResult]:
+        """Store checked items in order; this default calls ``_enqueue`` for each. Engines
+        override it to store them in one transaction or pipeline."""
+        return [self._enqueue(sid, csid, msg, payload) for sid, csid, msg, payload in items]
 
     def create_iterator(
         self,
@@ -262,15 +284,14 @@ class ObservationQueueEngine(abc.ABC):
                     wait_s = min(wait_s, left)
                 self._wait_for_work(sid, wait_s, mark)
 
-    @contextlib.contextmanager
     def _claimer(
         self, sid: str, consumer_id: str, lease_s: float, stop: threading.Event | None
-    ) -> Iterator[Claimer]:
+    ) -> contextlib.AbstractContextManager[Claimer]:
         """The claim hook: what one running iterator calls for its session's next message. The
         context lasts as long as the iterator; this default claims with ``_claim_next``. An
         engine that hands an iterator messages claimed elsewhere (PostgreSQL claims the next
         head in the same statement as the ack) overrides this, never the iterator."""
-        yield lambda: self._claim_next(sid, consumer_id, lease_s)
+        return contextlib.nullcontext(lambda: self._claim_next(sid, consumer_id, lease_s))
 
     def claim_next(
         self, session_id: SessionId, *, lease_s: float | None = None, consumer_id: str = ""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from obsqueue.engines import engine_class
 from obsqueue.errors import ObsqueueError
 from obsqueue.probes.run import run_probes
 from obsqueue.probes.shipped import engine_urls
+from obsqueue.results import add_results_option
 from obsqueue.servers import split_server_durability
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="only check that each URL names a usable engine"
     )
-    parser.add_argument("--results", type=Path, default=Path("reports/results"))
+    add_results_option(parser)
     parser.add_argument("--commit", default=None, help="the commit measured (recorded)")
     args = parser.parse_args(argv)
     if args.list:

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from obsqueue.results import add_results_option
+
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
 COMMANDS = frozenset({"report", "scorecard"})
@@ -19,12 +21,7 @@ NEEDS = "the scorecard needs the report extra: pip install 'obsqueue[report]'"
 
 
 def _paths(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--results",
-        type=Path,
-        default=Path("reports/results"),
-        help="directory of results JSON (default: %(default)s)",
-    )
+    add_results_option(parser, "directory of")
     parser.add_argument(
         "--out",
         type=Path,

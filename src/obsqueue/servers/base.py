@@ -17,7 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from obsqueue.errors import EngineUnavailableError, ObsqueueError
 
@@ -27,6 +27,7 @@ __all__ = [
     "free_port",
     "started",
     "kill_pid",
+    "terminate",
     "wait_for_port",
     "which_or_none",
 ]
@@ -47,6 +48,7 @@ class ServerHandle(abc.ABC):
     workdir: Path | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
 
     @property
     @abc.abstractmethod
@@ -75,19 +77,18 @@ class ServerHandle(abc.ABC):
         self.start()
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL) and remove its data directory."""
+        """Stop the server (``stop_signal``, then SIGKILL) and remove its data directory."""
         if not self.owned:
             return
         if self.process is not None:
-            kill_pid(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                kill_pid(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=15)
+            terminate(self.process, self.stop_signal, timeout_s=15)
             self.process = None
         if self.workdir is not None:
+            self._before_remove()
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _before_remove(self) -> None:  # noqa: B027 (a hook; most servers need nothing)
+        """What ``stop`` waits for before it removes the data directory (nothing here)."""
 
     def __enter__(self) -> ServerHandle:
         return self
@@ -144,6 +145,16 @@ def kill_pid(pid: int, sig: signal.Signals) -> None:
     """Signal one pid we started; a process that is already gone is fine."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+def terminate(process: subprocess.Popen[bytes], sig: signal.Signals, *, timeout_s: float) -> None:
+    """Send ``sig`` to a process we started and reap it; SIGKILL it if it outlives ``timeout_s``."""
+    kill_pid(process.pid, sig)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_pid(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout_s)
 
 
 def which_or_none(name: str, *extra_dirs: str) -> str | None:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from glob import glob
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from obsqueue.servers.base import (
     ServerHandle,
@@ -93,6 +93,7 @@ class PostgresServer(ServerHandle):
     run_as: RunAs | None = None
     external_url: str | None = None
     start_seconds: list[float] = field(default_factory=list)
+    stop_signal: ClassVar[signal.Signals] = signal.SIGINT  # a fast shutdown
 
     @property
     def url(self) -> str:
@@ -149,22 +150,10 @@ class PostgresServer(ServerHandle):
             f"not ready on {self.host}:{self.port} within {timeout_s:.0f} s"
         )
 
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT), SIGKILL if that hangs; then remove the data directory."""
-        if not self.owned:
-            return
-        if self.process is not None:
-            kill_pid(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                kill_pid(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=15)
-            self.process = None
-        if self.workdir is not None:
-            with contextlib.suppress(ServerUnavailableError):
-                self._wait_for_old_cluster_processes()
-            shutil.rmtree(self.workdir, ignore_errors=True)
+    def _before_remove(self) -> None:
+        """``stop`` is a fast shutdown (SIGINT); the cluster's processes go before its files."""
+        with contextlib.suppress(ServerUnavailableError):
+            self._wait_for_old_cluster_processes()
 
     # ------------------------------------------------------------- leftovers of a kill -9
 

@@ -50,6 +50,7 @@ from obsqueue.servers.base import (
     free_port,
     kill_pid,
     started,
+    terminate,
     wait_for_port,
     which_or_none,
 )
@@ -206,12 +207,7 @@ class RabbitmqServer(ServerHandle):
                 self.process.wait(timeout=10)
             self.process = None
         if self.epmd is not None:
-            kill_pid(self.epmd.pid, signal.SIGTERM)
-            try:
-                self.epmd.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                kill_pid(self.epmd.pid, signal.SIGKILL)
-                self.epmd.wait(timeout=10)
+            terminate(self.epmd, signal.SIGTERM, timeout_s=10)
             self.epmd = None
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -53,6 +53,7 @@ class PeerTarget(WorkloadTarget):
     session, so theirs take any session's message — their ``Guarantees.notes`` say so — and
     every message is still drained, since every consumer reads the one queue."""
 
+    kind: ClassVar[str] = "peer"  # a ceiling says "ceiling"
     consumes_given_sessions: ClassVar[bool] = False
 
     @property

@@ -101,7 +101,6 @@ class BullmqTarget(RedisTarget):
     """BullMQ on the Redis at ``address``; the queue is ``obsq-<namespace>`` (prefix ``bull``)."""
 
     name: ClassVar[str] = "bullmq"
-    kind: ClassVar[str] = "peer"
     libraries: ClassVar[tuple[str, ...]] = ("bullmq", "redis")
     guarantees: ClassVar[Guarantees] = holding(
         "ack_after_processing",

@@ -97,7 +97,6 @@ class DramatiqTarget(RedisTarget):
     """Dramatiq's RedisBroker at ``address``; keys under ``obsq-<namespace>-dramatiq:``."""
 
     name: ClassVar[str] = "dramatiq"
-    kind: ClassVar[str] = "peer"
     libraries: ClassVar[tuple[str, ...]] = ("dramatiq", "redis")
     guarantees: ClassVar[Guarantees] = holding(
         "ack_after_processing",

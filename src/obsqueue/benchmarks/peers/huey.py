@@ -105,7 +105,6 @@ class HueyRedisTarget(_HueyTarget, RedisTarget):
     """``RedisHuey`` on the Redis at ``address``."""
 
     name: ClassVar[str] = "huey"
-    kind: ClassVar[str] = "peer"
     libraries: ClassVar[tuple[str, ...]] = ("huey", "redis")
     guarantees: ClassVar[Guarantees] = _huey_guarantees(
         "Huey: RedisHuey, @huey.task(); huey.consumer.Worker loop (BRPOP) in the consumer"
@@ -125,7 +124,6 @@ class HueySqliteTarget(_HueyTarget, SqliteTarget):
     """``SqliteHuey`` on the file ``address`` (WAL), at ``options["synchronous"]`` (FULL)."""
 
     name: ClassVar[str] = "huey-sqlite"
-    kind: ClassVar[str] = "peer"
     libraries: ClassVar[tuple[str, ...]] = ("huey",)
     guarantees: ClassVar[Guarantees] = _huey_guarantees(
         "Huey: SqliteHuey (WAL), @huey.task(); huey.consumer.Worker loop (polling from 0.1 s, "

@@ -126,7 +126,6 @@ class PgqueuerTarget(PostgresTarget):
     """pgqueuer's tables in the database at ``address``; the entrypoint is ``obsq_<namespace>``."""
 
     name: ClassVar[str] = "pgqueuer"
-    kind: ClassVar[str] = "peer"
     libraries: ClassVar[tuple[str, ...]] = ("pgqueuer", "psycopg")
     guarantees: ClassVar[Guarantees] = holding(
         "ack_after_processing",

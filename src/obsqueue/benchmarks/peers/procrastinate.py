@@ -116,7 +116,6 @@ class ProcrastinateTarget(PostgresTarget):
     """procrastinate's schema in the database at ``address``; the queue is ``obsq_<namespace>``."""
 
     name: ClassVar[str] = "procrastinate"
-    kind: ClassVar[str] = "peer"
     libraries: ClassVar[tuple[str, ...]] = ("procrastinate", "psycopg")
     guarantees: ClassVar[Guarantees] = holding(
         "per_session_fifo",

@@ -101,14 +101,19 @@ class SqlSession(TargetSession):
         self._close()
 
 
-@dataclass(frozen=True)
-class RawPostgresTarget(PostgresTarget):
-    """The PostgreSQL ceiling at ``address`` (a ``postgresql://`` URL)."""
+class _Ceiling:
+    """What both SQL ceilings declare: one table, every property held, a consumer per session."""
 
-    name: ClassVar[str] = "raw-postgres"
     kind: ClassVar[str] = "ceiling"
     guarantees: ClassVar[Guarantees] = CEILING_GUARANTEES
     consumes_given_sessions: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class RawPostgresTarget(_Ceiling, PostgresTarget):
+    """The PostgreSQL ceiling at ``address`` (a ``postgresql://`` URL)."""
+
+    name: ClassVar[str] = "raw-postgres"
 
     def _queries(self) -> dict[str, Any]:
         from psycopg import sql
@@ -140,13 +145,10 @@ class _SqliteSession(SqlSession):
 
 
 @dataclass(frozen=True)
-class RawSqliteTarget(SqliteTarget):
+class RawSqliteTarget(_Ceiling, SqliteTarget):
     """The SQLite ceiling: ``address`` is the database file (created; removed by cleanup)."""
 
     name: ClassVar[str] = "raw-sqlite"
-    kind: ClassVar[str] = "ceiling"
-    guarantees: ClassVar[Guarantees] = CEILING_GUARANTEES
-    consumes_given_sessions: ClassVar[bool] = True
 
     def _queries(self) -> dict[str, str]:
         table = table_name(self.namespace)

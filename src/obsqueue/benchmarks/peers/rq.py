@@ -91,7 +91,6 @@ class RqTarget(RedisTarget):
     """RQ on the Redis at ``address``; the queue is ``obsq-<namespace>``."""
 
     name: ClassVar[str] = "rq"
-    kind: ClassVar[str] = "peer"
     libraries: ClassVar[tuple[str, ...]] = ("rq", "redis")
     guarantees: ClassVar[Guarantees] = holding(
         "ack_after_processing",

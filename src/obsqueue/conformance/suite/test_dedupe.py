@@ -51,6 +51,22 @@ class TestDedupe:
         assert again.message_id != first.message_id
 
     @guarantee("P3")
+    def test_enqueue_many_dedupes_within_the_batch_and_against_the_queue(
+        self, queue_engine: ObservationQueueEngine
+    ) -> None:
+        """``enqueue_many`` (which an engine may store in one transaction or pipeline) dedupes
+        as single enqueues do: against a queued message, and a later item against an earlier
+        one of the same batch; the new items keep their order."""
+        queued = queue_engine.enqueue("s1", CS, keyed("a", "t1"))
+        items = [("s1", CS, keyed(k, t)) for k, t in [("b", "t2"), ("a2", "t1"), ("b2", "t2")]]
+        results = queue_engine.enqueue_many([*items, ("s1", CS, keyed("c"))])
+        assert [r.duplicate for r in results] == [False, True, True, False], results
+        assert results[1].message_id == queued.message_id
+        assert results[2].message_id == results[0].message_id
+        assert results[0].message_id < results[3].message_id
+        assert raw_keys(queue_engine) == ["a", "b", "c"]
+
+    @guarantee("P3")
     def test_messages_without_tool_use_id_are_never_deduped(
         self, queue_engine: ObservationQueueEngine
     ) -> None:

@@ -62,8 +62,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import psycopg
@@ -71,6 +69,7 @@ import psycopg.errors
 
 from obsqueue.engines.base import Claimer, ObservationQueueEngine, PendingMessageWithId
 from obsqueue.engines.describe import installed_version
+from obsqueue.engines.handoff import Handoff
 from obsqueue.engines.options import POOL_MAX_SIZE, POOL_MIN_SIZE, positive_int
 from obsqueue.engines.postgres.pool import Conn, Connections, check_pool_sizes
 from obsqueue.engines.postgres.schema import SCHEMA_VERSION, Schema, compose_queries
@@ -119,9 +118,9 @@ class PostgresEngine(ObservationQueueEngine):
             channel=self._channel,
             connect_timeout_s=self.options.connect_timeout_s,
         )
-        self._slots_lock = threading.Lock()
-        self._slots: dict[tuple[int, int], _Slot] = {}
-        self._live_slots: set[_Slot] = set()
+        self._handoff = Handoff(
+            ack_and_claim=self._ack_and_claim, unclaim=self._unclaim, wake=self._wake_session
+        )
         self._db.open()
 
     # --------------------------------------------------------------------------- statements
@@ -177,17 +176,10 @@ class PostgresEngine(ObservationQueueEngine):
         return None if row is None else _delivered(row)
 
     def _mark_processed(self, msg: PendingMessageWithId) -> None:
-        slot = self._slot_of(msg)
-        if slot is not None and slot.wants_more():
-            nxt = self._ack_and_claim(msg, slot.consumer_id, slot.lease_s)
-            if nxt is not None:
-                self._hand_to(slot, nxt)
-            return
-        if self._one("mark_processed", _claim_of(msg), repeatable=False) is None:
-            raise stale_claim(msg)
+        self._handoff.ack(msg, self._ack_alone)
 
     def _mark_failed(self, msg: PendingMessageWithId, reason: str, retry: bool) -> None:
-        self._slot_of(msg)
+        self._handoff.forget(msg)
         params = {
             **_claim_of(msg),
             "retry": retry,
@@ -232,7 +224,7 @@ class PostgresEngine(ObservationQueueEngine):
         self._require_delivered(msg)
         lease = self._lease(lease_s)
         assert msg.claim is not None
-        self._slot_of(msg)
+        self._handoff.forget(msg)
         who = msg.claim.consumer_id if consumer_id is None else consumer_id
         return self._ack_and_claim(msg, who, lease)
 
@@ -280,64 +272,14 @@ class PostgresEngine(ObservationQueueEngine):
 
     # ------------------------------------------------ the claim hook: prefetched heads first
 
-    @contextlib.contextmanager
     def _claimer(
         self, sid: str, consumer_id: str, lease_s: float, stop: threading.Event | None
-    ) -> Iterator[Claimer]:
+    ) -> contextlib.AbstractContextManager[Claimer]:
         """The iterator's claims, plus a slot into which ``mark_processed`` puts the next head
-        it claimed in the same statement as the ack; the slot is given back when it ends."""
-        slot = _Slot(sid, consumer_id, lease_s, stop)
-        with self._slots_lock:
-            self._live_slots.add(slot)
-
-        def claim() -> PendingMessageWithId | None:
-            msg = self._take(slot) or self._claim_next(sid, consumer_id, lease_s)
-            if msg is not None:
-                self._track(slot, msg)
-            return msg
-
-        try:
-            yield claim
-        finally:
-            self._retire(slot)
-
-    def _track(self, slot: _Slot, msg: PendingMessageWithId) -> None:
-        key = (msg.id, _claim_of(msg)["token"])
-        with self._slots_lock:
-            if slot.current is not None:
-                self._slots.pop(slot.current, None)
-            slot.current = key
-            self._slots[key] = slot
-
-    def _slot_of(self, msg: PendingMessageWithId) -> _Slot | None:
-        """The live iterator that delivered ``msg`` (forgotten: it is being acked or failed)."""
-        with self._slots_lock:
-            return self._slots.pop((msg.id, _claim_of(msg)["token"]), None)
-
-    def _take(self, slot: _Slot) -> PendingMessageWithId | None:
-        with self._slots_lock:
-            held, slot.held = slot.held, None
-            return held
-
-    def _hand_to(self, slot: _Slot, msg: PendingMessageWithId) -> None:
-        with self._slots_lock:
-            taken = not slot.closed
-            if taken:
-                slot.held = msg
-        if taken:
-            self._wake_session(slot.session_id)
-        else:
-            self._unclaim(msg)  # the iterator ended meanwhile
-
-    def _retire(self, slot: _Slot) -> None:
-        with self._slots_lock:
-            slot.closed = True
-            self._live_slots.discard(slot)
-            if slot.current is not None:
-                self._slots.pop(slot.current, None)
-            held, slot.held = slot.held, None
-        if held is not None and not self._closed:
-            self._unclaim(held)
+        it claimed in the same statement as the ack (``engines/handoff.py``)."""
+        return self._handoff.claimer(
+            sid, consumer_id, lease_s, stop, lambda: self._claim_next(sid, consumer_id, lease_s)
+        )
 
     def _unclaim(self, msg: PendingMessageWithId) -> None:
         """Give back a prefetched head never handed out; best effort (else its lease expires)."""
@@ -402,34 +344,12 @@ class PostgresEngine(ObservationQueueEngine):
         self._db.call(self._schema.drop, repeatable=True, heal=False)
 
     def _close(self) -> None:
-        with self._slots_lock:
-            held = [s.held for s in self._live_slots if s.held is not None]
-            for slot in self._live_slots:
-                slot.closed, slot.held = True, None
-        for msg in held:
-            self._unclaim(msg)
+        self._handoff.close()
         self._wakeup.stop(self._db.pool)
         self._db.pool.close(timeout=1.0)
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-@dataclass(eq=False)
-class _Slot:
-    """One running iterator: its session, its consumer, the head prefetched for it."""
-
-    session_id: str
-    consumer_id: str
-    lease_s: float
-    stop: threading.Event | None
-    held: PendingMessageWithId | None = None
-    current: tuple[int, int] | None = None
-    closed: bool = False
-
-    def wants_more(self) -> bool:
-        stopped = self.stop is not None and self.stop.is_set()
-        return not self.closed and not stopped and self.held is None
 
 
 def dedupe_key(content_session_id: str, tool_use_id: str | None) -> bytes | None:

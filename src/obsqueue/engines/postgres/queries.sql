@@ -118,6 +118,15 @@ c.original_timestamp, c.attempt, c.claim_token,
 (extract(epoch FROM c.lease_expires_at) * 1000)::bigint, c.consumer_id,
 (extract(epoch FROM c.enqueued_at) * 1000)::bigint
 
+-- head_claimed --
+-- (A fragment: the CTEs after a "head" CTE that names one row: "target" locks it if it can be
+-- claimed now (SKIP LOCKED) and "claimed" claims it.)
+target AS (
+    SELECT {target_columns} FROM {messages} m JOIN head USING (id)
+    WHERE {due}
+    FOR UPDATE OF m SKIP LOCKED
+), {claimed_cte}
+
 -- claim_next --
 -- The head is found first, without locks (ORDER BY id LIMIT 1 over the session's rows that are
 -- not dead); only that row is then locked, with SKIP LOCKED: if another claimer holds it, the
@@ -129,11 +138,7 @@ WITH head AS (
     WHERE session_id = %(session_id)s AND status <> 'dead'
     ORDER BY id
     LIMIT 1
-), target AS (
-    SELECT {target_columns} FROM {messages} m JOIN head USING (id)
-    WHERE {due}
-    FOR UPDATE OF m SKIP LOCKED
-), {claimed_cte}
+), {head_claimed}
 SELECT {delivered_columns} FROM claimed c WHERE c.status = 'processing'
 
 -- ack_and_claim_next --
@@ -152,11 +157,7 @@ WITH acked AS (
       AND EXISTS (SELECT 1 FROM acked)
     ORDER BY id
     LIMIT 1
-), target AS (
-    SELECT {target_columns} FROM {messages} m JOIN head USING (id)
-    WHERE {due}
-    FOR UPDATE OF m SKIP LOCKED
-), {claimed_cte}
+), {head_claimed}
 SELECT (SELECT count(*) FROM acked), {delivered_columns}
 FROM (SELECT 1) AS one LEFT JOIN claimed c ON c.status = 'processing'
 

@@ -34,7 +34,8 @@ SCHEMA_VERSION = 1
 MESSAGES_TABLE = "obsq_messages_v1"
 TOKENS_SEQUENCE = "obsq_tokens_v1"
 VERSION_TABLE = "obsq_schema_version"
-FRAGMENTS = ("claimed_cte", "target_columns", "due", "delivered_columns")
+#: In this order: a fragment may use the ones before it.
+FRAGMENTS = ("claimed_cte", "target_columns", "due", "delivered_columns", "head_claimed")
 
 
 def compose_queries(namespace: str) -> dict[str, bytes]:
@@ -47,7 +48,9 @@ def compose_queries(namespace: str) -> dict[str, bytes]:
         "version_table": sql.Identifier(namespace, VERSION_TABLE),
     }
     # The text is this package's own file, never input: static SQL, only identifiers composed.
-    fragments = {name: sql.SQL(raw[name]).format(**names) for name in FRAGMENTS}
+    fragments: dict[str, sql.Composed] = {}
+    for name in FRAGMENTS:
+        fragments[name] = sql.SQL(raw[name]).format(**names, **fragments)
     return {
         name: sql.SQL(text).format(**names, **fragments).as_bytes(None)
         for name, text in raw.items()

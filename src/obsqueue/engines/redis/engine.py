@@ -5,7 +5,10 @@ server: claim, ack, fail, extend, reset, clear, and enqueue with its dedupe chec
 read once with ``importlib.resources``, each prefixed with the helpers in ``native_common.lua``,
 and registered with redis-py's ``register_script`` (EVALSHA; after a server restart empties the
 script cache, redis-py's ``Script`` loads the text again on ``NOSCRIPT`` — a refused command, so
-nothing ran twice).
+nothing ran twice). An ack of a message an iterator delivered deletes it and claims the
+session's next head in one script (``native_ack_claim.lua``), which the iterator then yields
+without another round trip (``engines/handoff.py``); ``enqueue_many`` sends its enqueue scripts
+in one pipeline.
 
 Keys, all under ``{namespace}:`` (hash-tagged, so a cluster would keep a namespace in one slot;
 scripts build per-message and per-session key names from the prefix, which a cluster tolerates
@@ -59,12 +62,15 @@ refused (``InvalidMessageError``): Redis-py sends UTF-8 only.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import redis
 
-from obsqueue.engines.base import PendingMessageWithId
+from obsqueue.engines.base import Claimer, PendingMessageWithId
+from obsqueue.engines.handoff import Handoff
 from obsqueue.engines.options import to_ms
 from obsqueue.engines.records import delivered, stored
 from obsqueue.engines.redis.family import RedisBacked
@@ -74,7 +80,7 @@ from obsqueue.errors import InvalidMessageError, stale_claim
 
 __all__ = ["RedisEngine"]
 
-SCRIPTS = ("enqueue", "claim", "ack", "fail", "extend", "reset", "clear")
+SCRIPTS = ("enqueue", "claim", "ack", "ack_claim", "unclaim", "fail", "extend", "reset", "clear")
 
 
 class RedisEngine(RedisBacked):
@@ -91,6 +97,9 @@ class RedisEngine(RedisBacked):
         self._prefix = "{" + self.options.namespace + "}:"
         self._redis: redis.Redis[str] = self._link.client
         self._scripts = self._link.scripts("native", SCRIPTS)
+        self._handoff = Handoff(
+            ack_and_claim=self._ack_and_claim, unclaim=self._unclaim, wake=lambda _session: None
+        )
 
     # ------------------------------------------------------------------------------ scripts
 
@@ -112,10 +121,32 @@ class RedisEngine(RedisBacked):
     def _enqueue(
         self, session_id: str, content_session_id: str, message: PendingMessage, payload_json: str
     ) -> EnqueueResult:
+        keys, args = self._enqueue_call(session_id, content_session_id, message, payload_json)
+        return _enqueued(self._run("enqueue", keys, args))
+
+    def _enqueue_batch(
+        self, items: list[tuple[str, str, PendingMessage, str]]
+    ) -> list[EnqueueResult]:
+        """One enqueue script per item, all in one pipeline: one round trip (and, with
+        ``appendfsync always``, one fsync for the commands the server read together)."""
+        calls = [self._enqueue_call(*item) for item in items]
+        script = self._scripts["enqueue"]
+
+        def send() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for keys, args in calls:
+                script(keys=keys, args=args, client=pipe)
+            return pipe.execute()
+
+        return [_enqueued(reply) for reply in self._link.call(send, repeatable=False)]
+
+    def _enqueue_call(
+        self, session_id: str, content_session_id: str, message: PendingMessage, payload_json: str
+    ) -> tuple[list[str], list[object]]:
         _utf8("content_session_id", content_session_id)
         _utf8("tool_use_id", message.tool_use_id or "")
         keys = [self._key("ids"), self._session_key(session_id), self._key("dedupe")]
-        args = [
+        args: list[object] = [
             self._prefix,
             session_id,
             content_session_id,
@@ -124,8 +155,7 @@ class RedisEngine(RedisBacked):
             payload_json,
             message.original_timestamp,
         ]
-        message_id, duplicate = self._run("enqueue", [*keys, self._key("depth")], args)
-        return EnqueueResult(int(message_id), duplicate=bool(duplicate))
+        return [*keys, self._key("depth")], args
 
     def _claim_next(
         self, session_id: str, consumer_id: str, lease_s: float
@@ -142,11 +172,56 @@ class RedisEngine(RedisBacked):
         return None if reply is None else _delivered(reply, session_id)
 
     def _mark_processed(self, msg: PendingMessageWithId) -> None:
+        self._handoff.ack(msg, self._ack_alone)
+
+    def _ack_alone(self, msg: PendingMessageWithId) -> None:
         token = claim_token(msg)
         if not self._run("ack", [self._key("m:", msg.id)], [self._prefix, msg.id, token]):
             raise stale_claim(msg)
 
+    def _ack_and_claim(
+        self, msg: PendingMessageWithId, consumer_id: str, lease_s: float
+    ) -> PendingMessageWithId | None:
+        """Ack ``msg`` and claim its session's next head in one script (one round trip); the
+        script wakes the session, as an ack does (the head's iterator may be blocked)."""
+        sid = msg.session_id
+        keys = [
+            self._key("m:", msg.id),
+            self._session_key(sid),
+            self._key("tokens"),
+            self._key("inflight"),
+        ]
+        args = [
+            self._prefix,
+            msg.id,
+            claim_token(msg),
+            sid,
+            _utf8("consumer_id", consumer_id),
+            to_ms(lease_s),
+            self.options.max_attempts,
+        ]
+        reply = self._run("ack_claim", keys, args)
+        if not int(reply[0]):
+            raise stale_claim(msg)
+        return _delivered(reply[1:], sid) if len(reply) > 1 else None
+
+    def _unclaim(self, msg: PendingMessageWithId) -> None:
+        """Give back a head claimed with an ack but never handed out; best effort (else it comes
+        back when its lease runs out)."""
+        keys, args = [self._key("m:", msg.id)], [self._prefix, msg.id, claim_token(msg)]
+        with contextlib.suppress(Exception):
+            self._scripts["unclaim"](keys=keys, args=args)
+
+    def _claimer(
+        self, sid: str, consumer_id: str, lease_s: float, stop: threading.Event | None
+    ) -> contextlib.AbstractContextManager[Claimer]:
+        """Claims handed over by ``_ack_and_claim`` first (``engines/handoff.py``)."""
+        return self._handoff.claimer(
+            sid, consumer_id, lease_s, stop, lambda: self._claim_next(sid, consumer_id, lease_s)
+        )
+
     def _mark_failed(self, msg: PendingMessageWithId, reason: str, retry: bool) -> None:
+        self._handoff.forget(msg)
         args = [
             self._prefix,
             msg.id,
@@ -220,6 +295,7 @@ class RedisEngine(RedisBacked):
         self._link.call(lambda: unlink_matching(self._redis, self._key("*")), repeatable=True)
 
     def _close(self) -> None:
+        self._handoff.close()
         self._link.close()
 
 
@@ -235,6 +311,11 @@ def _utf8(field: str, value: str) -> str:
             field, "contains a lone surrogate, which Redis cannot store"
         ) from None
     return value
+
+
+def _enqueued(reply: list[Any]) -> EnqueueResult:
+    message_id, duplicate = reply
+    return EnqueueResult(int(message_id), duplicate=bool(duplicate))
 
 
 def _delivered(reply: list[Any], session_id: str) -> PendingMessageWithId:

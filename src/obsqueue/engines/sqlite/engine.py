@@ -25,8 +25,10 @@ Fencing: tokens come from the one-row tokens table, bumped in the claim's transa
 are unique over the file's life. ``mark_processed`` (a ``DELETE``), ``mark_failed`` and
 ``extend_lease`` are single statements that name the token in their ``WHERE``; no row matched
 means ``StaleClaimError``. Dedupe: a partial unique index on ``(content_session_id,
-tool_use_id)`` over pending and in-flight rows; an enqueue with a ``tool_use_id`` looks for the
-live duplicate and inserts inside one ``BEGIN IMMEDIATE`` transaction.
+tool_use_id)`` over pending and in-flight rows; an enqueue is one ``INSERT … ON CONFLICT DO
+NOTHING`` on it, and reads the live duplicate's id only when it inserted nothing;
+``enqueue_many`` stores its batch in one transaction. Hand-off (``engines/handoff.py``): an ack
+of a message an iterator delivered deletes it and claims the next head in one transaction.
 
 Wakeup (``engines/sqlite/wakeup.py``): ``PRAGMA data_version`` changes on a connection whenever
 *another* connection commits to the file, from any process. The first blocked iterator starts one
@@ -70,14 +72,20 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, TypeVar
 
-from obsqueue.engines.base import ObservationQueueEngine, PendingMessageWithId, RawMessage
-from obsqueue.engines.records import delivered, stored
+from obsqueue.engines.base import (
+    Claimer,
+    ObservationQueueEngine,
+    PendingMessageWithId,
+    RawMessage,
+)
+from obsqueue.engines.handoff import Handoff
+from obsqueue.engines.sqlite.rows import first, insert_params, to_delivered, to_raw
 from obsqueue.engines.sqlite.settings import (
     DEFAULTS,
     HINTS,
-    MIN_SQLITE,
     SYNCHRONOUS_LEVELS,
     Settings,
+    check_library,
     compose_queries,
     parse_sqlite_url,
 )
@@ -111,7 +119,7 @@ class SqliteEngine(ObservationQueueEngine):
         **options: Any,
     ) -> None:
         super().__init__(url, **options)
-        _check_library()
+        check_library()
         settings = Settings.of(
             url,
             synchronous=synchronous,
@@ -136,6 +144,11 @@ class SqliteEngine(ObservationQueueEngine):
             interval_s=self.poll_interval_s,
             wal_path=f"{self.path}-wal",
             use_inotify=self.wakeup == "auto",
+        )
+        self._handoff = Handoff(
+            ack_and_claim=self._ack_and_claim,
+            unclaim=self._unclaim,
+            wake=lambda _session: self._notify_local(),
         )
         self._open_file()
 
@@ -287,34 +300,35 @@ class SqliteEngine(ObservationQueueEngine):
     def _enqueue(
         self, session_id: str, content_session_id: str, message: PendingMessage, payload_json: str
     ) -> EnqueueResult:
-        params = {
-            "session_id": session_id,
-            "content_session_id": content_session_id,
-            "kind": message.kind,
-            "tool_use_id": message.tool_use_id,
-            "payload": payload_json,
-            "original_timestamp": message.original_timestamp,
-            "enqueued_at_ms": now_ms(),
-        }
-        if message.tool_use_id is None:  # never deduped: one autocommitted statement
-            return EnqueueResult(self._run(lambda conn: self._insert(conn, params)))
-        return self._run(lambda conn: self._insert_unless_queued(conn, params), write=True)
+        params = insert_params(session_id, content_session_id, message, payload_json, now_ms())
+        return self._run(lambda conn: self._insert_deduped(conn, params))
 
-    def _insert(self, conn: Conn, params: dict[str, Any]) -> int:
-        return int(conn.execute(self._q["insert"], params).fetchall()[0][0])
+    def _enqueue_batch(
+        self, items: list[tuple[str, str, PendingMessage, str]]
+    ) -> list[EnqueueResult]:
+        """Every item in one ``BEGIN IMMEDIATE`` transaction: one commit, one fsync."""
+        now = now_ms()
+        batch = [insert_params(sid, csid, msg, payload, now) for sid, csid, msg, payload in items]
+        return self._run(lambda c: [self._insert_deduped(c, p) for p in batch], write=True)
 
-    def _insert_unless_queued(self, conn: Conn, params: dict[str, Any]) -> EnqueueResult:
-        found = _first(conn.execute(self._q["find_duplicate"], params).fetchall())
-        if found is not None:
-            return EnqueueResult(int(found[0]), duplicate=True)
-        return EnqueueResult(self._insert(conn, params))
+    def _insert_deduped(self, conn: Conn, params: dict[str, Any]) -> EnqueueResult:
+        """Insert, or return the live duplicate: one statement unless there is a duplicate."""
+        for _ in range(3):
+            inserted = first(conn.execute(self._q["insert"], params).fetchall())
+            if inserted is not None:
+                return EnqueueResult(int(inserted[0]))
+            found = first(conn.execute(self._q["find_duplicate"], params).fetchall())
+            if found is not None:
+                return EnqueueResult(int(found[0]), duplicate=True)
+            # the duplicate was acked or died between the two statements: insert again
+        raise EngineUnavailableError(f"{self._where}: the dedupe key kept changing; retry")
 
     # ------------------------------------------------------------------------------- claim
 
     def _claim_next(
         self, session_id: str, consumer_id: str, lease_s: float
     ) -> PendingMessageWithId | None:
-        if not self._due(_first(self._rows("head", {"session_id": session_id})), now_ms()):
+        if not self._due(first(self._rows("head", {"session_id": session_id})), now_ms()):
             return None  # decided without the write lock: idle consumers never queue for it
         return self._run(
             lambda conn: self._claim_head(conn, session_id, consumer_id, lease_s), write=True
@@ -332,7 +346,7 @@ class SqliteEngine(ObservationQueueEngine):
     def _claim_head(
         self, conn: Conn, session_id: str, consumer_id: str, lease_s: float
     ) -> PendingMessageWithId | None:
-        head = _first(conn.execute(self._q["head"], {"session_id": session_id}).fetchall())
+        head = first(conn.execute(self._q["head"], {"session_id": session_id}).fetchall())
         now = now_ms()
         if not self._due(head, now):
             return None
@@ -347,7 +361,7 @@ class SqliteEngine(ObservationQueueEngine):
             "lease_expires_at_ms": now + int(lease_s * 1000),
             "consumer_id": consumer_id,
         }
-        return _delivered(conn.execute(self._q["claim"], params).fetchall()[0])
+        return to_delivered(conn.execute(self._q["claim"], params).fetchall()[0])
 
     # ------------------------------------------------------------------ acks and failures
 
@@ -357,13 +371,51 @@ class SqliteEngine(ObservationQueueEngine):
         return {"id": msg.id, "token": msg.claim.token}
 
     def _mark_processed(self, msg: PendingMessageWithId) -> None:
+        self._handoff.ack(msg, self._ack_alone)
+
+    def _ack_alone(self, msg: PendingMessageWithId) -> None:
         if not self._changed("ack", self._claim_params(msg)):
             raise stale_claim(msg)
         self._notify_local()
 
+    def _ack_and_claim(
+        self, msg: PendingMessageWithId, consumer_id: str, lease_s: float
+    ) -> PendingMessageWithId | None:
+        """Delete ``msg`` and claim its session's next head in one transaction (one fsync)."""
+
+        def op(conn: Conn) -> PendingMessageWithId | None:
+            if not conn.execute(self._q["ack"], self._claim_params(msg)).rowcount:
+                raise stale_claim(msg)  # rolled back: nothing claimed
+            return self._claim_head(conn, msg.session_id, consumer_id, lease_s)
+
+        nxt = self._run(op, write=True)
+        if nxt is None:
+            self._notify_local()
+        return nxt
+
+    def _unclaim(self, msg: PendingMessageWithId) -> None:
+        """Give back a head claimed with an ack but never handed out; best effort (else it comes
+        back when its lease runs out)."""
+        with contextlib.suppress(Exception), self._translated():
+            conn = self._connect()
+            try:
+                conn.execute(self._q["unclaim"], self._claim_params(msg))
+            finally:
+                conn.close()
+        self._notify_local()
+
+    def _claimer(
+        self, sid: str, consumer_id: str, lease_s: float, stop: threading.Event | None
+    ) -> contextlib.AbstractContextManager[Claimer]:
+        """Claims handed over by ``_ack_and_claim`` first (``engines/handoff.py``)."""
+        return self._handoff.claimer(
+            sid, consumer_id, lease_s, stop, lambda: self._claim_next(sid, consumer_id, lease_s)
+        )
+
     def _mark_failed(self, msg: PendingMessageWithId, reason: str, retry: bool) -> None:
         # The token names one delivery, and a delivery's attempt never changes: msg.attempt is
         # the stored attempt whenever the token still matches.
+        self._handoff.forget(msg)
         dead = not retry or self.out_of_attempts(msg.attempt)
         params = {
             **self._claim_params(msg),
@@ -377,7 +429,7 @@ class SqliteEngine(ObservationQueueEngine):
 
     def _extend_lease(self, msg: PendingMessageWithId, lease_s: float) -> Claim:
         params = {**self._claim_params(msg), "lease_expires_at_ms": now_ms() + int(lease_s * 1000)}
-        row = _first(self._run(lambda conn: conn.execute(self._q["extend"], params).fetchall()))
+        row = first(self._run(lambda conn: conn.execute(self._q["extend"], params).fetchall()))
         if row is None:
             raise stale_claim(msg)
         return Claim(params["token"], row["lease_expires_at_ms"], row["consumer_id"] or "")
@@ -402,10 +454,7 @@ class SqliteEngine(ObservationQueueEngine):
 
     def inspect_raw(self) -> list[RawMessage]:
         self._check_open()
-        return [
-            stored(*_fields(row), row["status"], row["attempt"], _claim(row), row["last_error"])
-            for row in self._rows("inspect")
-        ]
+        return [to_raw(row) for row in self._rows("inspect")]
 
     def describe(self) -> dict[str, Any]:
         self._check_open()
@@ -434,6 +483,7 @@ class SqliteEngine(ObservationQueueEngine):
         self._run(lambda conn: self._script(conn, "drop_schema"))
 
     def _close(self) -> None:
+        self._handoff.close()
         self._watcher.stop()
         self._drain_pool()
 
@@ -448,37 +498,3 @@ class SqliteEngine(ObservationQueueEngine):
         self._watcher.wait_for(
             lambda: self._closed or (self._local_seq, self._watcher.seq) != mark, timeout_s
         )
-
-
-def _check_library() -> None:
-    if sqlite3.sqlite_version_info < MIN_SQLITE:
-        raise EngineUnavailableError(
-            f"sqlite:// needs SQLite >= {'.'.join(map(str, MIN_SQLITE))} (for RETURNING); this "
-            f"Python links SQLite {sqlite3.sqlite_version}: use a newer Python or pysqlite3"
-        )
-
-
-def _first(rows: list[Any]) -> Any:
-    return rows[0] if rows else None
-
-
-def _fields(row: sqlite3.Row) -> tuple[Any, str, str, Any, str | None, Any, Any]:
-    """What ``delivered`` and ``stored`` take first: id, session, message, as stored."""
-    return (
-        row["id"],
-        row["session_id"],
-        row["content_session_id"],
-        row["kind"],
-        row["tool_use_id"],
-        row["payload"],
-        row["original_timestamp"],
-    )
-
-
-def _claim(row: sqlite3.Row) -> tuple[Any, Any]:
-    return row["claim_token"], row["lease_expires_at_ms"]
-
-
-def _delivered(row: sqlite3.Row) -> PendingMessageWithId:
-    claim = (*_claim(row), row["consumer_id"])
-    return delivered(*_fields(row), row["attempt"], claim, row["enqueued_at_ms"])

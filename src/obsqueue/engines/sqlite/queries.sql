@@ -89,6 +89,10 @@ INSERT INTO "{ns}_messages_v1"
      enqueued_at_ms)
 VALUES (:session_id, :content_session_id, :kind, :tool_use_id, :payload, :original_timestamp,
         :enqueued_at_ms)
+-- the dedupe index's own predicate: a live duplicate inserts nothing and returns no row (a
+-- message without a tool_use_id never conflicts), so a new message is one statement
+ON CONFLICT (content_session_id, tool_use_id)
+    WHERE tool_use_id IS NOT NULL AND status IN ('pending', 'processing') DO NOTHING
 RETURNING id
 
 -- head --
@@ -116,6 +120,14 @@ WHERE id = :id
 
 -- ack --
 DELETE FROM "{ns}_messages_v1"
+WHERE id = :id AND status = 'processing' AND claim_token = :token
+
+-- unclaim --
+-- Give back a head claimed with an ack but never handed out (engines/handoff.py): the row
+-- returns to the state it was claimed from, attempt included.
+UPDATE "{ns}_messages_v1"
+SET status = 'pending', attempt = attempt - 1, claim_token = NULL, lease_expires_at_ms = NULL,
+    consumer_id = NULL
 WHERE id = :id AND status = 'processing' AND claim_token = :token
 
 -- fail --

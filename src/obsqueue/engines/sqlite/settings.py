@@ -7,15 +7,17 @@ checked by the shared validators of ``engines/options.py``.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 from obsqueue.engines.options import BUSY_TIMEOUT_S, positive_seconds
-from obsqueue.errors import InvalidMessageError, redact_url
+from obsqueue.errors import EngineUnavailableError, InvalidMessageError, redact_url
 from obsqueue.sqlfile import load_queries
 
 __all__ = [
+    "check_library",
     "DEFAULTS",
     "SYNCHRONOUS_LEVELS",
     "Settings",
@@ -132,4 +134,12 @@ class Settings:
                 "poll_interval_s", merged["poll_interval_s"], at_most=1
             ),
             wakeup=_check_wakeup(merged["wakeup"]),
+        )
+
+
+def check_library() -> None:
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise EngineUnavailableError(
+            f"sqlite:// needs SQLite >= {'.'.join(map(str, MIN_SQLITE))} (for RETURNING); this "
+            f"Python links SQLite {sqlite3.sqlite_version}: use a newer Python or pysqlite3"
         )

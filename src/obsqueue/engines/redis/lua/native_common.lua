@@ -28,3 +28,58 @@ local function requeue(prefix, mkey, id, available_at)
   redis.call('SREM', prefix .. 'inflight', id)
 end
 
+
+-- Claim the session's head if it is claimable: pending and due, or in flight under an expired
+-- lease (a stalled consumer); a stalled head on its last attempt dies. The lease ends at the
+-- server's clock plus lease_ms. Returns {id, attempt, token, lease_expires_at, kind,
+-- tool_use_id, payload, original_timestamp, content_session, enqueued_at, consumer}, or nil.
+local function claim_head(prefix, session, consumer, lease_ms, max_attempts)
+  local skey, wkey = prefix .. 's:' .. session, prefix .. 'w:' .. session
+  local head = redis.call('ZRANGE', skey, 0, 0)[1]
+  if not head then
+    redis.call('DEL', wkey)  -- nothing to claim: stale wake tokens would only cause a spin
+    return nil
+  end
+  local mkey = prefix .. 'm:' .. head
+  local f = redis.call('HMGET', mkey, 'status', 'available_at', 'lease_expires_at', 'attempt')
+  local now = now_ms()
+  local attempt = tonumber(f[4])
+  if f[1] == 'processing' then
+    if tonumber(f[3]) > now then
+      redis.call('DEL', wkey)
+      return nil
+    end
+    if attempt >= max_attempts then
+      kill(prefix, mkey, head, session, 'lease expired on the last attempt')
+      return nil  -- kill() left a wake token, so the consumer claims the next head at once
+    end
+  elseif tonumber(f[2]) > now then
+    redis.call('DEL', wkey)
+    return nil
+  end
+  attempt = attempt + 1
+  local token = int(redis.call('INCR', prefix .. 'tokens'))
+  local lease = int(now + lease_ms)
+  redis.call('HSET', mkey, 'status', 'processing', 'attempt', attempt, 'token', token,
+    'lease_expires_at', lease, 'consumer', consumer)
+  redis.call('SADD', prefix .. 'inflight', head)
+  local m = redis.call('HMGET', mkey, 'kind', 'tool_use_id', 'original_timestamp',
+    'content_session', 'enqueued_at')
+  local payload = redis.call('GET', prefix .. 'p:' .. head)
+  return {head, attempt, token, lease, m[1], m[2], payload, m[3], m[4], m[5], consumer}
+end
+
+-- Delete a message still held by the claim `token`. Returns its session and whether more of
+-- the session remain, or nil when the claim no longer holds (re-claimed, reset, or gone).
+local function ack(prefix, id, token)
+  local mkey = prefix .. 'm:' .. id
+  local f = redis.call('HMGET', mkey, 'status', 'token', 'session')
+  if f[1] ~= 'processing' or f[2] ~= token then
+    return nil
+  end
+  local skey = prefix .. 's:' .. f[3]
+  forget(prefix, mkey, id)
+  redis.call('ZREM', skey, id)
+  redis.call('DEL', mkey, prefix .. 'p:' .. id)
+  return f[3], redis.call('ZCARD', skey) > 0
+end
