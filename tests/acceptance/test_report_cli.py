@@ -35,7 +35,7 @@ def test_report_names_bad_files_and_still_writes_the_scorecard(tmp_path: Path) -
     assert "gap: conformance-corrupt.json: not readable JSON" in done.stderr
     assert "gap: bench-future-drain.json: benchmark schema_version 7" in done.stderr
     assert "redis-none" in done.stdout and "xfail" in done.stdout  # the terminal matrix
-    for name in ("scorecard.md", "scorecard.html", "charts/throughput-drain.png"):
+    for name in ("scorecard.md", "scorecard.html", "charts/throughput-sessions.png"):
         assert (tmp_path / "out" / name).is_file(), name
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-__all__ = ["Footprint", "distribution_bytes", "extra_footprint"]
+__all__ = ["Footprint", "directory_bytes", "distribution_bytes", "extra_footprint"]
 
 SELF = "obsqueue"
 
@@ -28,10 +28,13 @@ class Footprint:
     extra: str | None
     distributions: dict[str, int] = field(default_factory=dict)  # name -> bytes
     missing: list[str] = field(default_factory=list)  # required but not installed
+    #: Installed folders outside Python's that the engine needs (a Node engine's node_modules),
+    #: as ``{path: bytes}``; the runtimes themselves (node) are not counted.
+    folders: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
-        return sum(self.distributions.values())
+        return sum(self.distributions.values()) + sum(self.folders.values())
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -39,6 +42,7 @@ class Footprint:
             "total_bytes": self.total_bytes,
             "distributions": dict(sorted(self.distributions.items())),
             "missing": sorted(self.missing),
+            "folders": dict(sorted(self.folders.items())),
             "source": "installed distributions' RECORD files (importlib.metadata)",
         }
 
@@ -64,6 +68,11 @@ def _requirements(dist_name: str, extras: frozenset[str]) -> list[Requirement]:
         if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in wanted):
             found.append(req)
     return found
+
+
+def directory_bytes(folder: Path) -> int:
+    """The size of every regular file under ``folder`` (links not followed)."""
+    return sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def extra_footprint(extra: str | None) -> Footprint:

@@ -29,6 +29,23 @@ def _extra(url: str) -> str | None:
     return entry.extra if entry is not None else None
 
 
+def _footprint(given: str, cls: type[Any]) -> footprint.Footprint:
+    """The extra's Python distributions, plus the npm packages of an engine in node/."""
+    size = footprint.extra_footprint(_extra(given))
+    if given.startswith("exec+") and issubclass(cls, _node_engine_base()):
+        from obsqueue.engines.process.nodejs import NODE_DIR
+
+        modules = NODE_DIR / "node_modules"
+        size.folders[str(modules)] = footprint.directory_bytes(modules)
+    return size
+
+
+def _node_engine_base() -> type[Any]:
+    from obsqueue.engines.process.engine import ProcessEngine
+
+    return ProcessEngine
+
+
 def _header(given: str, label: str) -> dict[str, Any]:
     return {"engine": label, "given": given, "environment": environment(), "commit": None}
 
@@ -38,7 +55,7 @@ def probe_engine(given: str, directory: Path, commit: str | None) -> dict[str, d
     cls = engine_class(split_server_durability(given)[0])
     label = safe_label(given)
     base = _header(given, label) | {"commit": commit}
-    size = footprint.extra_footprint(_extra(given)).as_dict()
+    size = _footprint(given, cls).as_dict()
     fact: dict[str, Any] = base | {
         "server_kind": cls.server_kind,
         "footprint": size,

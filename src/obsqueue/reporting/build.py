@@ -67,7 +67,7 @@ def _job_section(frames: Frames) -> Section:
         return section
     tasks = pd.DataFrame(job.get("tasks") or [])
     if not tasks.empty:
-        section.table = Table.plain(tasks.fillna("").astype(str))
+        section.table = Table.plain(tasks.astype(object).where(tasks.notna(), "").astype(str))
         for task in job.get("tasks") or []:
             if task.get("status") not in ("ok", "done"):
                 section.missing.append(

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -47,6 +48,10 @@ def _size(fact: dict[str, Any] | None) -> str:
         return ""
     size = fact.get("footprint") or {}
     total = float(size.get("total_bytes") or 0)
+    folders = size.get("folders") or {}
+    if folders:
+        where = ", ".join(str(Path(f).relative_to(Path(f).parents[1])) for f in folders)
+        return f"{total / 2**20:.1f} MiB of npm packages ({where}); Node.js itself not counted"
     if size.get("extra") is None:
         return "0 MiB: standard library only"
     names = ", ".join(size.get("distributions") or {})
