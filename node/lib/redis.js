@@ -15,6 +15,11 @@ async function connect(url, connectTimeoutMs, extra = {}) {
     connectTimeout: connectTimeoutMs,
     maxRetriesPerRequest: null, // BullMQ's blocking connections require it
     enableOfflineQueue: false, // a command while disconnected fails at once: "not sent"
+    // A command in flight when the connection drops is not sent again after the reconnect: it
+    // may have run (a kill -9 after the fsync, before the reply), and its second run would then
+    // answer "missing lock" for an acknowledgement that took effect. Left unanswered, it meets
+    // its deadline and is reported as of unknown outcome, which is what it is.
+    autoResendUnfulfilledCommands: false,
     retryStrategy: (times) => Math.min(50 * times, 500),
     ...extra,
   });

@@ -174,6 +174,17 @@ def test_the_sweep_covers_each_backend_s_durability_settings() -> None:
     assert [c.given for c in configs_for("memory://")] == ["memory://"]
 
 
+def test_the_sqlite_sweep_runs_its_ceiling_and_peers_at_the_engine_s_level() -> None:
+    from obsqueue.benchmarks.peers import targets_for
+
+    for config in configs_for("sqlite:///tmp/q.db?busy_timeout_s=5"):
+        level = config.setting["synchronous"]
+        assert "busy_timeout_s=5" in config.given
+        targets = targets_for(config.given, None, None)
+        assert targets, config.given
+        assert {t.options["synchronous"] for t in targets} == {level}, config.given
+
+
 def _conformance(tmp_path: Path, label: str, durability: dict[str, str], lost: int) -> None:
     body = {
         "engine": label,

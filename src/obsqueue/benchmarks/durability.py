@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from obsqueue.engines import scheme_of
 from obsqueue.results import ResultsFormatError, conformance_path, read_results, write_results
@@ -40,8 +41,10 @@ def configs_for(url: str) -> list[Config]:
     scheme = scheme_of(url)
     bare = url.split("?", 1)[0]
     if scheme == "sqlite":
+        # in the URL, not only as an engine option: the ceiling and the peers read the level
+        # from the engine URL, so each configuration compares engine and references at one level
         return [
-            Config(url, {"synchronous": level}, {"synchronous": level}, _sqlite_suffix(level))
+            Config(_with_query(url, synchronous=level), {"synchronous": level}, {}, _sqlite_suffix(level))
             for level in ("OFF", "NORMAL", "FULL")
         ]
     if scheme in ("postgresql", "postgres"):
@@ -56,6 +59,15 @@ def configs_for(url: str) -> list[Config]:
             Config(f"{bare}?server_durability=none", {"appendfsync": "no", "appendonly": "no"}),
         ]
     return [Config(url, {})]
+
+
+def _with_query(url: str, **params: str) -> str:
+    """``url`` with ``params`` set in its query string (replacing the same keys)."""
+    # by hand, not urlunsplit: that drops the empty authority of sqlite:///path
+    base, _, query_string = url.partition("?")
+    query = dict(parse_qsl(query_string, keep_blank_values=True))
+    query.update(params)
+    return f"{base}?{urlencode(query)}"
 
 
 def _sqlite_suffix(level: str) -> str:
