@@ -32,6 +32,7 @@ import contextlib
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, Self, Unpack
 
@@ -100,6 +101,13 @@ class ObservationQueueEngine(abc.ABC):
 
     #: How long one wait inside the iterator may last, so ``stop`` is seen quickly (P13).
     WAIT_SLICE_S: ClassVar[float] = 0.2
+    #: How many heads one claim round of the many-session iterator asks ``_claim_heads`` for.
+    #: 1 by default: nothing is ever held unyielded. An engine whose ``_claim_heads`` claims
+    #: several in one round trip, and whose ``_unclaim_heads`` gives unyielded ones back,
+    #: raises it.
+    CLAIM_BATCH: ClassVar[int] = 1
+    #: How often the default many-session wait (``_wait_for_any``) looks again on its own.
+    ANY_POLL_S: ClassVar[float] = 0.05
 
     def __init__(self, url: str, **options: Unpack[CommonOptions]) -> None:
         self.url = url
@@ -183,6 +191,56 @@ class ObservationQueueEngine(abc.ABC):
         with self._local_wakeup:
             self._local_seq += 1
             self._local_wakeup.notify_all()
+
+    # ----------------------------------- the many-session iterator's hooks (override to be fast)
+
+    def _claim_heads(
+        self, sids: tuple[str, ...] | None, consumer_id: str, lease_s: float, limit: int
+    ) -> list[PendingMessageWithId]:
+        """Claim the claimable heads of up to ``limit`` distinct sessions of ``sids`` (None:
+        every session), in one round trip where the engine can. ``sids`` comes rotated by the
+        iterator so that no session starves; this default claims with ``_claim_next`` session
+        by session in that order."""
+        heads: list[PendingMessageWithId] = []
+        for sid in self._sessions_with_work() if sids is None else sids:
+            msg = self._claim_next(sid, consumer_id, lease_s)
+            if msg is not None:
+                heads.append(msg)
+                if len(heads) >= limit:
+                    break
+        return heads
+
+    def _unclaim_heads(self, msgs: list[PendingMessageWithId]) -> None:
+        """Give back heads ``_claim_heads`` claimed that the iterator never yielded (it was
+        stopped or closed first), with their attempt counts restored. This default gives
+        nothing back (it never holds more than it yields: ``CLAIM_BATCH`` is 1); such a head
+        would come back after its lease like any stalled claim."""
+
+    def _sessions_with_work(self) -> list[str]:
+        """Every session with a message pending or in flight, for the many-session iterator
+        over every session. This default reads the oracle; engines override it with a query
+        of their own."""
+        found = {m.session_id for m in self.inspect_raw() if m.status in ("pending", "processing")}
+        return sorted(found)
+
+    def _wakeup_mark_many(self, sids: tuple[str, ...] | None) -> object:
+        """``_wakeup_mark`` for a set of sessions (None: every session)."""
+        if sids is not None and len(sids) == 1:
+            return self._wakeup_mark(sids[0])
+        return self._local_seq
+
+    def _wait_for_any(self, sids: tuple[str, ...] | None, timeout_s: float, mark: object) -> None:
+        """Block until new work may be there in any session of ``sids`` (None: every session),
+        or ``timeout_s`` passed. One session waits as ``_wait_for_work`` does; this default
+        otherwise hears this engine object's enqueues at once and everything else within
+        ``ANY_POLL_S``. Engines with a wakeup that spans sessions override it."""
+        if sids is not None and len(sids) == 1:
+            self._wait_for_work(sids[0], timeout_s, mark)
+            return
+        with self._local_wakeup:
+            self._local_wakeup.wait_for(
+                lambda: self._local_seq != mark or self._closed, min(timeout_s, self.ANY_POLL_S)
+            )
 
     # ---------------------------------------------------------------- the public interface
 
@@ -292,6 +350,89 @@ class ObservationQueueEngine(abc.ABC):
         engine that hands an iterator messages claimed elsewhere (PostgreSQL claims the next
         head in the same statement as the ack) overrides this, never the iterator."""
         return contextlib.nullcontext(lambda: self._claim_next(sid, consumer_id, lease_s))
+
+    def create_multi_session_iterator(
+        self,
+        session_ids: Iterable[SessionId] | None = None,
+        *,
+        stop: threading.Event | None = None,
+        idle_timeout: float | None = None,
+        on_idle_timeout: Callable[[], None] | None = None,
+        lease_s: float | None = None,
+        consumer_id: str | None = None,
+    ) -> Iterator[PendingMessageWithId]:
+        """Yield messages from any ready session of ``session_ids`` (None: every session): one
+        consumer serving many sessions, as a few consumer processes serve a workload's many.
+
+        Each message is its session's head, claimed under a lease as ``create_iterator`` claims
+        it, so per session the order (P1) and the one-in-flight rule (P2) are the same: a
+        session's next message comes only after this one is acknowledged or failed (or its
+        lease ran out). Sessions are served in turn, so a busy one does not starve the others;
+        engines claim the heads of several ready sessions in one round trip. ``stop``,
+        ``idle_timeout`` and ``on_idle_timeout`` behave as in ``create_iterator``; heads claimed
+        and not yet yielded when the iterator ends are given back.
+        """
+        self._check_open()
+        if session_ids is None:
+            sids: tuple[str, ...] | None = None
+        else:
+            if isinstance(session_ids, (str, bytes)):
+                raise InvalidMessageError(
+                    "session_ids", "must be an iterable of session ids, not one id: use [id]"
+                )
+            sids = tuple(dict.fromkeys(normalize_session_id(s) for s in session_ids))
+            if not sids:
+                raise InvalidMessageError(
+                    "session_ids", "is empty: give at least one session id, or None for every one"
+                )
+        if idle_timeout is not None:
+            positive_seconds("idle_timeout", idle_timeout)
+        lease = self._lease(lease_s)
+        if consumer_id is None:
+            consumer_id = f"c{random.getrandbits(48):012x}"
+        return self._iterate_many(sids, stop, idle_timeout, on_idle_timeout, lease, consumer_id)
+
+    def _iterate_many(
+        self,
+        sids: tuple[str, ...] | None,
+        stop: threading.Event | None,
+        idle_timeout: float | None,
+        on_idle_timeout: Callable[[], None] | None,
+        lease_s: float,
+        consumer_id: str,
+    ) -> Iterator[PendingMessageWithId]:
+        idle_deadline = None if idle_timeout is None else time.monotonic() + idle_timeout
+        ready: deque[PendingMessageWithId] = deque()
+        turn = 0
+        try:
+            while not (stop is not None and stop.is_set()):
+                self._check_open()
+                mark = None
+                if not ready:
+                    mark = self._wakeup_mark_many(sids)
+                    order = None if sids is None else sids[turn:] + sids[:turn]
+                    turn = 0 if sids is None else (turn + 1) % len(sids)
+                    ready.extend(self._claim_heads(order, consumer_id, lease_s, self.CLAIM_BATCH))
+                msg = _next_unexpired(ready)
+                if msg is not None:
+                    yield msg
+                    if idle_timeout is not None:
+                        idle_deadline = time.monotonic() + idle_timeout
+                    continue
+                if mark is None:
+                    continue  # what was ready had expired: claim again before waiting
+                wait_s = self.WAIT_SLICE_S
+                if idle_deadline is not None:
+                    left = idle_deadline - time.monotonic()
+                    if left <= 0:
+                        if on_idle_timeout is not None:
+                            on_idle_timeout()
+                        return
+                    wait_s = min(wait_s, left)
+                self._wait_for_any(sids, wait_s, mark)
+        finally:
+            if ready and not self._closed:
+                self._unclaim_heads(list(ready))
 
     def claim_next(
         self, session_id: SessionId, *, lease_s: float | None = None, consumer_id: str = ""
@@ -411,3 +552,14 @@ class ObservationQueueEngine(abc.ABC):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<{type(self).__name__} {redact_url(self.url)} {state}>"
+
+
+def _next_unexpired(ready: deque[PendingMessageWithId]) -> PendingMessageWithId | None:
+    """The first held head whose lease has not run out; expired ones are dropped (they may be
+    someone else's now, and come back by stall recovery if not)."""
+    now = now_ms()
+    while ready:
+        msg = ready.popleft()
+        if msg.claim is None or msg.claim.lease_expires_at_ms > now:
+            return msg
+    return None
