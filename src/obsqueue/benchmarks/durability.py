@@ -44,7 +44,12 @@ def configs_for(url: str) -> list[Config]:
         # in the URL, not only as an engine option: the ceiling and the peers read the level
         # from the engine URL, so each configuration compares engine and references at one level
         return [
-            Config(_with_query(url, synchronous=level), {"synchronous": level}, {}, _sqlite_suffix(level))
+            Config(
+                _with_query(url, synchronous=level),
+                {"synchronous": level},
+                {},
+                _sqlite_suffix(level),
+            )
             for level in ("OFF", "NORMAL", "FULL")
         ]
     if scheme in ("postgresql", "postgres"):

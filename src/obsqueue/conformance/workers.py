@@ -130,17 +130,44 @@ def _consume_session(
             time.sleep(0.1)
 
 
+def _consume_many(
+    engine: ObservationQueueEngine,
+    history: HistoryWriter,
+    sessions: list[str],
+    config: dict[str, Any],
+    stop: threading.Event,
+) -> None:
+    """One thread serving every session of ``sessions`` with the many-session iterator."""
+    process_s = float(config.get("process_ms", 0)) / 1000
+    asked = set(sessions)
+    outside = f"none of {sorted(asked)}"  # a delivery from outside the set is misdelivered
+    while not stop.is_set():
+        try:
+            for msg in engine.create_multi_session_iterator(sessions, stop=stop):
+                iterated = msg.session_id if msg.session_id in asked else outside
+                history.event("deliver", deliver_value(msg, iterated))
+                if process_s:
+                    time.sleep(process_s)
+                _ack(engine, history, msg)
+        except EngineUnavailableError:
+            time.sleep(0.1)
+
+
 def consume(config: dict[str, Any]) -> None:
-    """One thread per session draining it, until ``stop_file`` appears (or stdin closes)."""
+    """One thread per session draining it (with ``many``: one thread serving them all with the
+    many-session iterator), until ``stop_file`` appears (or stdin closes)."""
     engine = _open(config)
     history = _history(config)
     stop = threading.Event()
     stop_file = Path(config["stop_file"])
+    jobs: list[tuple[Callable[..., None], Any]]
+    if config.get("many"):
+        jobs = [(_consume_many, config["sessions"])]
+    else:
+        jobs = [(_consume_session, s) for s in config["sessions"]]
     threads = [
-        threading.Thread(
-            target=_consume_session, args=(engine, history, s, config, stop), daemon=True
-        )
-        for s in config["sessions"]
+        threading.Thread(target=job, args=(engine, history, arg, config, stop), daemon=True)
+        for job, arg in jobs
     ]
     for thread in threads:
         thread.start()

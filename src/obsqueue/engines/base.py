@@ -210,7 +210,7 @@ class ObservationQueueEngine(abc.ABC):
                     break
         return heads
 
-    def _unclaim_heads(self, msgs: list[PendingMessageWithId]) -> None:
+    def _unclaim_heads(self, msgs: list[PendingMessageWithId]) -> None:  # noqa: B027
         """Give back heads ``_claim_heads`` claimed that the iterator never yielded (it was
         stopped or closed first), with their attempt counts restored. This default gives
         nothing back (it never holds more than it yields: ``CLAIM_BATCH`` is 1); such a head
