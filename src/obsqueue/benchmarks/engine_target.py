@@ -1,7 +1,9 @@
 """An obsqueue engine as a ``WorkloadTarget``, opened by URL through the registry only.
 
-Each consumer process runs one thread per session it was given, each driving
-``create_iterator`` + ``mark_processed`` — one consumer per session, as the contract intends.
+A consumer process given one session drives ``create_iterator`` + ``mark_processed`` on it (the
+hand-off path: the ack claims the next head). Given several, it serves them all from one thread
+with ``create_multi_session_iterator`` — one consumer per session still, held by the claims — so
+a scaling point of 1,000 sessions runs 1,000 sessions, not 1,000 threads.
 ``delivered`` is reported when the iterator yields (before the ack), ``on_message`` after
 ``mark_processed`` returns.
 """
@@ -82,31 +84,18 @@ class EngineSession(TargetSession):
     def consume(
         self, sessions: Sequence[str] | None, on_message: OnMessage, stop: threading.Event
     ) -> None:
-        if sessions is None:
-            raise ValueError("an obsqueue engine is consumed per session: pass the session ids")
-        errors: list[BaseException] = []
-        threads = [
-            threading.Thread(target=self._drain, args=(sid, on_message, stop, errors), daemon=True)
-            for sid in sessions
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
-
-    def _drain(
-        self, sid: str, on_message: OnMessage, stop: threading.Event, errors: list[BaseException]
-    ) -> None:
+        if sessions is not None and len(sessions) == 1:
+            messages = self.engine.create_iterator(sessions[0], stop=stop)
+        else:
+            messages = self.engine.create_multi_session_iterator(sessions, stop=stop)
         try:
-            for msg in self.engine.create_iterator(sid, stop=stop):
+            for msg in messages:
                 self.delivered(msg.payload)
                 self.engine.mark_processed(msg)
-                on_message(sid, msg.payload)
-        except BaseException as exc:
-            errors.append(exc)
+                on_message(msg.session_id, msg.payload)
+        except BaseException:
             stop.set()
+            raise
 
     def pending(self) -> int:
         return self.engine.get_total_queue_depth()

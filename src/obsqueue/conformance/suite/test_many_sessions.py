@@ -112,7 +112,7 @@ class TestManySessionsOrder:
         for s, keys in _by_session(got).items():
             assert keys == [f"{s}-{i}" for i in range(3)], f"session {s} out of order: {keys}"
 
-    @guarantee("P1", Capability.MULTI_PROCESS)
+    @guarantee("P1", Capability.MULTI_PROCESS, Capability.EXCLUSIVE_SESSION)
     def test_two_many_session_consumer_processes_keep_every_session_s_order(
         self,
         obsqueue_engine_spec: EngineSpec,

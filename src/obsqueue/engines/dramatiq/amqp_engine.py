@@ -221,6 +221,13 @@ class DramatiqAmqpEngine(ObservationQueueEngine):
         with self._lock:
             return list(self._sessions.values())
 
+    def _sessions_with_work(self) -> list[str]:
+        """The oracle's sessions and every session this engine has a consumer on: a message
+        its consumer has prefetched is out of the queue, so the oracle alone misses it."""
+        with self._lock:
+            own = set(self._sessions)
+        return sorted(own | set(super()._sessions_with_work()))
+
     # --------------------------------------------------------------------------- primitives
 
     def _next_id(self) -> int:
