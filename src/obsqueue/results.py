@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,6 +26,7 @@ __all__ = [
     "add_results_option",
     "conformance_path",
     "environment",
+    "peers_once_per_backend",
     "read_results",
     "safe_label",
     "write_results",
@@ -124,3 +126,14 @@ def read_results(path: Path, kind: str | None = None) -> dict[str, Any]:
     if kind is not None and document.get("kind") != kind:
         raise ResultsFormatError(f"{path}: kind {document.get('kind')!r}, expected {kind!r}")
     return document
+
+
+def peers_once_per_backend(urls: Sequence[str]) -> set[str]:
+    """Which engines of a run carry the peer libraries' results: the first URL of each backend
+    (the last part of the scheme: ``huey+sqlite`` -> sqlite) runs beside every peer library, the
+    others beside their raw ceiling only, since the peers of one backend are the same libraries
+    whichever engine they stand beside."""
+    first: dict[str, str] = {}
+    for url in urls:
+        first.setdefault(url.partition("://")[0].rsplit("+", 1)[-1], url)
+    return set(first.values())

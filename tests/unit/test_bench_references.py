@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from obsqueue.benchmarks.lineup import lineup
 from obsqueue.benchmarks.workload import load_workload
-from obsqueue.reporting.job import peers_once_per_backend
+from obsqueue.results import peers_once_per_backend
 
 
 def test_peers_run_beside_the_first_engine_of_each_backend_only() -> None:

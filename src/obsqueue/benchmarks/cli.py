@@ -68,9 +68,11 @@ def add_parser(subparsers: Any, epilog: str = "") -> argparse.ArgumentParser:
     parser.add_argument(
         "--references",
         choices=REFERENCES,
-        default="all",
+        default="auto",
         help="beside each engine: its raw ceiling and every peer library on its backend (all), "
-        "or only the ceiling (ceiling: quicker when several engines share a backend)",
+        "or only the ceiling (ceiling); auto (the default): all beside the first engine of each "
+        "backend given, the ceiling beside the others (the peers of one backend are the same "
+        "libraries whichever engine they stand beside)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no live progress")
     return parser

@@ -25,6 +25,7 @@ from obsqueue.benchmarks.progress import LiveProgress
 from obsqueue.benchmarks.rounds import RoundsResult, entrant, run_rounds
 from obsqueue.benchmarks.workload import Workload
 from obsqueue.engines.base import Capability
+from obsqueue.results import peers_once_per_backend
 from obsqueue.servers import ResolvedEngine, engine_label, resolve_engine
 
 __all__ = ["bench_engine", "run_benchmarks"]
@@ -40,13 +41,19 @@ def run_benchmarks(
     references: str = "all",
 ) -> list[dict[str, Any]]:
     """Every engine configuration in order; returns the documents written (one each).
-    ``references="ceiling"`` leaves the peer libraries out (the raw ceiling still runs)."""
+    ``references="ceiling"`` leaves the peer libraries out (the raw ceiling still runs);
+    ``"auto"`` runs them beside the first configuration of each backend only."""
     documents = []
+    with_peers = peers_once_per_backend([c.given for c in configs])
     for config in configs:
+        if references == "auto":
+            chosen = "all" if config.given in with_peers else "ceiling"
+        else:
+            chosen = references
         live.prefix = f"{config.given}{config.suffix} {workload.name}: "
         try:
             document = bench_engine(
-                config, workload, env_urls=env_urls, live=live, references=references
+                config, workload, env_urls=env_urls, live=live, references=chosen
             )
         except Exception as exc:  # one engine's failure is its result; the next one runs
             reason = f"{type(exc).__name__}: {exc}"

@@ -34,7 +34,7 @@ __all__ = [
 
 #: ``obsqueue bench --references``: beside each engine its raw ceiling and every peer library on
 #: its backend (``all``), or only the ceiling (``ceiling``).
-REFERENCES = ("all", "ceiling")
+REFERENCES = ("auto", "all", "ceiling")
 
 MEASURES = ("throughput", "latency", "idle", "recovery", "scaling")
 PROFILES = ("quick", "full")

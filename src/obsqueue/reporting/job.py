@@ -26,7 +26,7 @@ from rich.console import Console
 
 from obsqueue.reporting.matrix import terminal_matrix
 from obsqueue.reporting.progress import Display, Step
-from obsqueue.results import environment, write_results
+from obsqueue.results import environment, peers_once_per_backend, write_results
 
 __all__ = ["bench_unsupported", "check_engines", "default_engines", "git_commit", "run_scorecard"]
 
@@ -78,16 +78,6 @@ def bench_unsupported() -> str | None:
             "issue 9, has not landed): no benchmark ran"
         )
     return None
-
-
-def peers_once_per_backend(urls: Sequence[str]) -> set[str]:
-    """The first URL of each backend (the last part of the scheme: ``huey+sqlite`` -> sqlite)
-    runs beside every peer library; the others beside their raw ceiling only, since the peers of
-    one backend are the same libraries whichever engine they stand beside."""
-    first: dict[str, str] = {}
-    for url in urls:
-        first.setdefault(url.partition("://")[0].rsplit("+", 1)[-1], url)
-    return set(first.values())
 
 
 def _run(step: Step, argv: Sequence[str], display: Display) -> None:
