@@ -32,10 +32,10 @@ import contextlib
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, Self, Unpack
 
+from obsqueue.engines.many import iterate_many
 from obsqueue.engines.options import CommonOptions, EngineOptions, positive_seconds
 from obsqueue.engines.records import decode_payload
 from obsqueue.engines.types import (
@@ -55,6 +55,7 @@ from obsqueue.engines.types import (
 from obsqueue.engines.validate import (
     encode_message,
     normalize_session_id,
+    normalize_session_ids,
     require_delivered,
     validate_content_session_id,
 )
@@ -101,10 +102,9 @@ class ObservationQueueEngine(abc.ABC):
 
     #: How long one wait inside the iterator may last, so ``stop`` is seen quickly (P13).
     WAIT_SLICE_S: ClassVar[float] = 0.2
-    #: How many heads one claim round of the many-session iterator asks ``_claim_heads`` for.
-    #: 1 by default: nothing is ever held unyielded. An engine whose ``_claim_heads`` claims
-    #: several in one round trip, and whose ``_unclaim_heads`` gives unyielded ones back,
-    #: raises it.
+    #: How many heads one claim round of the many-session iterator asks ``_claim_heads`` for:
+    #: 1 here, so nothing is held unyielded; engines that claim several in one round trip and
+    #: give unyielded ones back (``_unclaim_heads``) raise it.
     CLAIM_BATCH: ClassVar[int] = 1
     #: How often the default many-session wait (``_wait_for_any``) looks again on its own.
     ANY_POLL_S: ClassVar[float] = 0.05
@@ -365,74 +365,19 @@ class ObservationQueueEngine(abc.ABC):
         consumer serving many sessions, as a few consumer processes serve a workload's many.
 
         Each message is its session's head, claimed under a lease as ``create_iterator`` claims
-        it, so per session the order (P1) and the one-in-flight rule (P2) are the same: a
-        session's next message comes only after this one is acknowledged or failed (or its
-        lease ran out). Sessions are served in turn, so a busy one does not starve the others;
-        engines claim the heads of several ready sessions in one round trip. ``stop``,
-        ``idle_timeout`` and ``on_idle_timeout`` behave as in ``create_iterator``; heads claimed
-        and not yet yielded when the iterator ends are given back.
+        it, so per session the order (P1) and one in flight (P2) hold as there: a session's next
+        message comes only after this one is acknowledged, failed or its lease ran out. Sessions
+        are served in turn; engines claim several ready heads in one round trip
+        (``engines/many.py``). ``stop`` and the idle timeout behave as in ``create_iterator``.
         """
         self._check_open()
-        if session_ids is None:
-            sids: tuple[str, ...] | None = None
-        else:
-            if isinstance(session_ids, (str, bytes)):
-                raise InvalidMessageError(
-                    "session_ids", "must be an iterable of session ids, not one id: use [id]"
-                )
-            sids = tuple(dict.fromkeys(normalize_session_id(s) for s in session_ids))
-            if not sids:
-                raise InvalidMessageError(
-                    "session_ids", "is empty: give at least one session id, or None for every one"
-                )
+        sids = normalize_session_ids(session_ids)
         if idle_timeout is not None:
             positive_seconds("idle_timeout", idle_timeout)
         lease = self._lease(lease_s)
         if consumer_id is None:
             consumer_id = f"c{random.getrandbits(48):012x}"
-        return self._iterate_many(sids, stop, idle_timeout, on_idle_timeout, lease, consumer_id)
-
-    def _iterate_many(
-        self,
-        sids: tuple[str, ...] | None,
-        stop: threading.Event | None,
-        idle_timeout: float | None,
-        on_idle_timeout: Callable[[], None] | None,
-        lease_s: float,
-        consumer_id: str,
-    ) -> Iterator[PendingMessageWithId]:
-        idle_deadline = None if idle_timeout is None else time.monotonic() + idle_timeout
-        ready: deque[PendingMessageWithId] = deque()
-        turn = 0
-        try:
-            while not (stop is not None and stop.is_set()):
-                self._check_open()
-                mark = None
-                if not ready:
-                    mark = self._wakeup_mark_many(sids)
-                    order = None if sids is None else sids[turn:] + sids[:turn]
-                    turn = 0 if sids is None else (turn + 1) % len(sids)
-                    ready.extend(self._claim_heads(order, consumer_id, lease_s, self.CLAIM_BATCH))
-                msg = _next_unexpired(ready)
-                if msg is not None:
-                    yield msg
-                    if idle_timeout is not None:
-                        idle_deadline = time.monotonic() + idle_timeout
-                    continue
-                if mark is None:
-                    continue  # what was ready had expired: claim again before waiting
-                wait_s = self.WAIT_SLICE_S
-                if idle_deadline is not None:
-                    left = idle_deadline - time.monotonic()
-                    if left <= 0:
-                        if on_idle_timeout is not None:
-                            on_idle_timeout()
-                        return
-                    wait_s = min(wait_s, left)
-                self._wait_for_any(sids, wait_s, mark)
-        finally:
-            if ready and not self._closed:
-                self._unclaim_heads(list(ready))
+        return iterate_many(self, sids, stop, idle_timeout, on_idle_timeout, lease, consumer_id)
 
     def claim_next(
         self, session_id: SessionId, *, lease_s: float | None = None, consumer_id: str = ""
@@ -552,14 +497,3 @@ class ObservationQueueEngine(abc.ABC):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<{type(self).__name__} {redact_url(self.url)} {state}>"
-
-
-def _next_unexpired(ready: deque[PendingMessageWithId]) -> PendingMessageWithId | None:
-    """The first held head whose lease has not run out; expired ones are dropped (they may be
-    someone else's now, and come back by stall recovery if not)."""
-    now = now_ms()
-    while ready:
-        msg = ready.popleft()
-        if msg.claim is None or msg.claim.lease_expires_at_ms > now:
-            return msg
-    return None

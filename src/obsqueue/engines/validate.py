@@ -6,6 +6,7 @@ Each check raises ``InvalidMessageError`` naming the field, before anything is w
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from obsqueue.engines.types import (
     KINDS,
@@ -20,6 +21,7 @@ from obsqueue.errors import InvalidMessageError
 __all__ = [
     "encode_message",
     "normalize_session_id",
+    "normalize_session_ids",
     "require_delivered",
     "validate_content_session_id",
 ]
@@ -49,6 +51,27 @@ def normalize_session_id(session_id: object) -> str:
             "session_id", f"must be a str or int, got {type(session_id).__name__}"
         )
     return require_id_text("session_id", str(session_id))
+
+
+def normalize_session_ids(session_ids: object) -> tuple[str, ...] | None:
+    """A set of session ids for the many-session iterator, normalised, in order, without
+    repeats; None stays None (every session). A lone id or an empty set is refused."""
+    if session_ids is None:
+        return None
+    if isinstance(session_ids, str | bytes | int):
+        raise InvalidMessageError(
+            "session_ids", "must be an iterable of session ids, not one id: use [id]"
+        )
+    if not isinstance(session_ids, Iterable):
+        raise InvalidMessageError(
+            "session_ids", f"must be an iterable of session ids, got {type(session_ids).__name__}"
+        )
+    ids = tuple(dict.fromkeys(normalize_session_id(s) for s in session_ids))
+    if not ids:
+        raise InvalidMessageError(
+            "session_ids", "is empty: give at least one session id, or None for every one"
+        )
+    return ids
 
 
 def validate_content_session_id(content_session_id: object) -> str:

@@ -1,0 +1,81 @@
+"""The many-session iterator's loop: one consumer serving a set of sessions (or every one).
+
+``ObservationQueueEngine.create_multi_session_iterator`` checks its arguments and runs
+:func:`iterate_many` on the engine's hooks (``_claim_heads``, ``_unclaim_heads``,
+``_wakeup_mark_many``, ``_wait_for_any``: see ``engines/base.py``). Each round claims up to
+``CLAIM_BATCH`` heads of distinct sessions, the set rotated by one session each round so that a
+busy session does not starve the others; the heads are yielded one by one, any whose lease ran
+out while it waited is dropped (it may be someone else's now), and those still held when the
+iterator ends are given back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from obsqueue.engines.types import PendingMessageWithId, now_ms
+
+if TYPE_CHECKING:
+    from obsqueue.engines.base import ObservationQueueEngine
+
+__all__ = ["iterate_many"]
+
+
+def iterate_many(
+    engine: ObservationQueueEngine,
+    sids: tuple[str, ...] | None,
+    stop: threading.Event | None,
+    idle_timeout: float | None,
+    on_idle_timeout: Callable[[], None] | None,
+    lease_s: float,
+    consumer_id: str,
+) -> Iterator[PendingMessageWithId]:
+    """Yield the heads of ``sids`` (None: every session) as they become ready, until ``stop``
+    or ``idle_timeout``; arguments already checked."""
+    idle_deadline = None if idle_timeout is None else time.monotonic() + idle_timeout
+    ready: deque[PendingMessageWithId] = deque()
+    turn = 0
+    try:
+        while not (stop is not None and stop.is_set()):
+            engine._check_open()
+            mark = None
+            if not ready:
+                mark = engine._wakeup_mark_many(sids)
+                order = None if sids is None else sids[turn:] + sids[:turn]
+                turn = 0 if sids is None else (turn + 1) % len(sids)
+                ready.extend(engine._claim_heads(order, consumer_id, lease_s, engine.CLAIM_BATCH))
+            msg = _next_unexpired(ready)
+            if msg is not None:
+                yield msg
+                if idle_timeout is not None:
+                    idle_deadline = time.monotonic() + idle_timeout
+                continue
+            if mark is None:
+                continue  # what was ready had expired: claim again before waiting
+            wait_s = engine.WAIT_SLICE_S
+            if idle_deadline is not None:
+                left = idle_deadline - time.monotonic()
+                if left <= 0:
+                    if on_idle_timeout is not None:
+                        on_idle_timeout()
+                    return
+                wait_s = min(wait_s, left)
+            engine._wait_for_any(sids, wait_s, mark)
+    finally:
+        if ready and not engine.closed:
+            engine._unclaim_heads(list(ready))
+
+
+def _next_unexpired(ready: deque[PendingMessageWithId]) -> PendingMessageWithId | None:
+    """The first held head whose lease has not run out; expired ones are dropped (they may be
+    someone else's now, and come back by stall recovery if not)."""
+    now = now_ms()
+    while ready:
+        msg = ready.popleft()
+        if msg.claim is None or msg.claim.lease_expires_at_ms > now:
+            return msg
+    return None
