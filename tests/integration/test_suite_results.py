@@ -32,3 +32,23 @@ def test_a_test_that_errors_before_its_engine_opens_is_recorded(tmp_path: Path) 
     [test] = [t for t in doc["tests"] if t["outcome"] != "not-selected"]
     assert test["outcome"] == "fail" and "EngineUnavailableError" in test["reason"], test
     assert next(p for p in doc["properties"] if p["id"] == "P16")["outcome"] == "fail"
+
+
+@pytest.mark.integration
+def test_a_run_of_some_suite_files_or_tests_is_recorded_as_a_selection(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+    from importlib import resources
+
+    suite = resources.files("obsqueue.conformance").joinpath("suite")
+    node = f"{suite.joinpath('test_many_sessions.py')}::TestManySessionsStop"
+    argv = [sys.executable, "-m", "pytest", node, "-q", "-p", "no:cacheprovider"]
+    argv += ["--obsqueue-engine", "memory://", "--obsqueue-results", str(tmp_path)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-3000:]
+    doc = json.loads((tmp_path / "conformance-memory.json").read_text())
+    assert doc["complete"] is False
+    assert doc["selection"]["paths"] == [node]
+    assert "test_order.py" in doc["selection"]["not_collected"]
+    assert "(results are partial)" in done.stdout

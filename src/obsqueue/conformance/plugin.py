@@ -119,6 +119,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Keep only the tests of ``--obsqueue-property``; give every suite test a hard time limit
     (SIGALRM in the main thread), unless it has one."""
     _select_properties(config, items)
+    _record_path_selection(config, items)
     seconds = config.getoption("obsqueue_test_timeout")
     if not seconds or not config.pluginmanager.hasplugin("timeout"):
         return
@@ -145,6 +146,28 @@ def _select_properties(config: pytest.Config, items: list[pytest.Item]) -> None:
     if drop:
         items[:] = keep
         config.hook.pytest_deselected(items=drop)
+
+
+def _record_path_selection(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A run of some of the suite's files, or of single tests (``path::name``), is a selection
+    too: its results are partial and say which part ran."""
+    suite_dir = Path(__file__).parent / "suite"
+    ran = {Path(str(i.path)).name for i in items if i.get_closest_marker(PROPERTY_MARK)}
+    if not ran:
+        return
+    shipped = {p.name for p in suite_dir.glob("test_*.py")}
+    by_node = [a for a in config.invocation_params.args if "::" in a]
+    missing = sorted(shipped - ran)
+    if not missing and not by_node:
+        return
+    collector = config.stash[record_key]
+    if not collector.selection:
+        what = " ".join(by_node) if by_node else ", ".join(sorted(ran))
+        collector.selection = {
+            "paths": by_node or sorted(ran),
+            "not_collected": missing,
+            "description": f"only {what}",
+        }
 
 
 def _selection(config: pytest.Config) -> dict[str, Any]:
