@@ -31,11 +31,10 @@ import abc
 import contextlib
 import random
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, Self, Unpack
 
-from obsqueue.engines.many import iterate_many
+from obsqueue.engines.many import IdleClock, iterate_many
 from obsqueue.engines.options import CommonOptions, EngineOptions, positive_seconds
 from obsqueue.engines.records import decode_payload
 from obsqueue.engines.types import (
@@ -305,23 +304,22 @@ class ObservationQueueEngine(abc.ABC):
         """
         self._check_open()
         sid = normalize_session_id(session_id)
-        if idle_timeout is not None:
-            positive_seconds("idle_timeout", idle_timeout)
-        lease = self._lease(lease_s)
-        if consumer_id is None:
-            consumer_id = f"c{random.getrandbits(48):012x}"
-        return self._iterate(sid, stop, idle_timeout, on_idle_timeout, lease, consumer_id)
+        idle = IdleClock(idle_timeout, on_idle_timeout, self.WAIT_SLICE_S)
+        lease, consumer = (
+            self._lease(lease_s),
+            consumer_id if consumer_id is not None else _new_consumer_id(),
+        )
+        return self._iterate(sid, stop, idle, lease, consumer)
 
     def _iterate(
         self,
         sid: str,
         stop: threading.Event | None,
-        idle_timeout: float | None,
-        on_idle_timeout: Callable[[], None] | None,
+        idle: IdleClock,
         lease_s: float,
         consumer_id: str,
     ) -> Iterator[PendingMessageWithId]:
-        idle_deadline = None if idle_timeout is None else time.monotonic() + idle_timeout
+        idle.restart()
         with self._claimer(sid, consumer_id, lease_s, stop) as claim:
             while not (stop is not None and stop.is_set()):
                 self._check_open()
@@ -329,17 +327,11 @@ class ObservationQueueEngine(abc.ABC):
                 msg = claim()
                 if msg is not None:
                     yield msg
-                    if idle_timeout is not None:
-                        idle_deadline = time.monotonic() + idle_timeout
+                    idle.restart()
                     continue
-                wait_s = self.WAIT_SLICE_S
-                if idle_deadline is not None:
-                    left = idle_deadline - time.monotonic()
-                    if left <= 0:
-                        if on_idle_timeout is not None:
-                            on_idle_timeout()
-                        return
-                    wait_s = min(wait_s, left)
+                wait_s = idle.next_wait()
+                if wait_s is None:
+                    return
                 self._wait_for_work(sid, wait_s, mark)
 
     def _claimer(
@@ -372,12 +364,12 @@ class ObservationQueueEngine(abc.ABC):
         """
         self._check_open()
         sids = normalize_session_ids(session_ids)
-        if idle_timeout is not None:
-            positive_seconds("idle_timeout", idle_timeout)
-        lease = self._lease(lease_s)
-        if consumer_id is None:
-            consumer_id = f"c{random.getrandbits(48):012x}"
-        return iterate_many(self, sids, stop, idle_timeout, on_idle_timeout, lease, consumer_id)
+        idle = IdleClock(idle_timeout, on_idle_timeout, self.WAIT_SLICE_S)
+        lease, consumer = (
+            self._lease(lease_s),
+            consumer_id if consumer_id is not None else _new_consumer_id(),
+        )
+        return iterate_many(self, sids, stop, idle, lease, consumer)
 
     def claim_next(
         self, session_id: SessionId, *, lease_s: float | None = None, consumer_id: str = ""
@@ -497,3 +489,7 @@ class ObservationQueueEngine(abc.ABC):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<{type(self).__name__} {redact_url(self.url)} {state}>"
+
+
+def _new_consumer_id() -> str:
+    return f"c{random.getrandbits(48):012x}"

@@ -17,28 +17,60 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from obsqueue.engines.options import positive_seconds
 from obsqueue.engines.types import PendingMessageWithId, now_ms
 
 if TYPE_CHECKING:
     from obsqueue.engines.base import ObservationQueueEngine
 
-__all__ = ["iterate_many"]
+__all__ = ["IdleClock", "iterate_many"]
+
+
+class IdleClock:
+    """Both iterators' idle timeout: how long the next wait may last, and when it is over."""
+
+    def __init__(
+        self,
+        idle_timeout: float | None,
+        on_idle_timeout: Callable[[], None] | None,
+        slice_s: float,
+    ) -> None:
+        if idle_timeout is not None:
+            positive_seconds("idle_timeout", idle_timeout)
+        self._timeout, self._on_idle, self._slice_s = idle_timeout, on_idle_timeout, slice_s
+        self.restart()
+
+    def restart(self) -> None:
+        """The iteration began, or a message came: the idle time starts again."""
+        timeout = self._timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+
+    def next_wait(self) -> float | None:
+        """The next wait's length (a slice, so ``stop`` is seen), or None when the idle time is
+        up — ``on_idle_timeout`` has then been called and the iterator ends."""
+        if self._deadline is None:
+            return self._slice_s
+        left = self._deadline - time.monotonic()
+        if left > 0:
+            return min(self._slice_s, left)
+        if self._on_idle is not None:
+            self._on_idle()
+        return None
 
 
 def iterate_many(
     engine: ObservationQueueEngine,
     sids: tuple[str, ...] | None,
     stop: threading.Event | None,
-    idle_timeout: float | None,
-    on_idle_timeout: Callable[[], None] | None,
+    idle: IdleClock,
     lease_s: float,
     consumer_id: str,
 ) -> Iterator[PendingMessageWithId]:
     """Yield the heads of ``sids`` (None: every session) as they become ready, until ``stop``
-    or ``idle_timeout``; arguments already checked."""
-    idle_deadline = None if idle_timeout is None else time.monotonic() + idle_timeout
+    or the idle timeout; arguments already checked."""
     ready: deque[PendingMessageWithId] = deque()
     turn = 0
+    idle.restart()
     try:
         while not (stop is not None and stop.is_set()):
             engine._check_open()
@@ -51,19 +83,13 @@ def iterate_many(
             msg = _next_unexpired(ready)
             if msg is not None:
                 yield msg
-                if idle_timeout is not None:
-                    idle_deadline = time.monotonic() + idle_timeout
+                idle.restart()
                 continue
             if mark is None:
                 continue  # what was ready had expired: claim again before waiting
-            wait_s = engine.WAIT_SLICE_S
-            if idle_deadline is not None:
-                left = idle_deadline - time.monotonic()
-                if left <= 0:
-                    if on_idle_timeout is not None:
-                        on_idle_timeout()
-                    return
-                wait_s = min(wait_s, left)
+            wait_s = idle.next_wait()
+            if wait_s is None:
+                return
             engine._wait_for_any(sids, wait_s, mark)
     finally:
         if ready and not engine.closed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -23,6 +23,7 @@ __all__ = [
     "CS",
     "check",
     "drain",
+    "drain_many",
     "final_rows",
     "guarantee",
     "key_of",
@@ -58,15 +59,49 @@ def drain(
     Every message must belong to ``session`` (else ``AssertionError``: misdelivered). ``stop``
     ends the wait at ``timeout_s``; ``idle_timeout`` is a backstop, so an engine whose iterator
     ignores ``stop`` (a P13 failure, checked on its own) still lets other checks end."""
+
+    def iterate(stop: threading.Event) -> Iterator[PendingMessageWithId]:
+        return engine.create_iterator(session, stop=stop, idle_timeout=timeout_s)
+
+    return _collect(engine, iterate, [session], expect, timeout_s, ack)
+
+
+def drain_many(
+    engine: ObservationQueueEngine,
+    sessions: list[str] | None,
+    expect: int,
+    *,
+    timeout_s: float = 20.0,
+    ack: bool = True,
+    idle_s: float | None = None,
+) -> list[PendingMessageWithId]:
+    """``drain`` through the many-session iterator over ``sessions`` (None: every session),
+    ending also after ``idle_s`` without a message."""
+
+    def iterate(stop: threading.Event) -> Iterator[PendingMessageWithId]:
+        idle = idle_s or timeout_s
+        return engine.create_multi_session_iterator(sessions, stop=stop, idle_timeout=idle)
+
+    return _collect(engine, iterate, sessions, expect, timeout_s, ack)
+
+
+def _collect(
+    engine: ObservationQueueEngine,
+    iterate: Callable[[threading.Event], Iterator[PendingMessageWithId]],
+    sessions: list[str] | None,
+    expect: int,
+    timeout_s: float,
+    ack: bool,
+) -> list[PendingMessageWithId]:
     got: list[PendingMessageWithId] = []
     stop = threading.Event()
     timer = threading.Timer(timeout_s, stop.set)
     timer.daemon = True
     timer.start()
     try:
-        for msg in engine.create_iterator(session, stop=stop, idle_timeout=timeout_s):
-            assert msg.session_id == session, (
-                f"misdelivered: iterating session {session!r} yielded message {msg.id} "
+        for msg in iterate(stop):
+            assert sessions is None or msg.session_id in sessions, (
+                f"misdelivered: iterating {sessions} yielded message {msg.id} "
                 f"({key_of(msg)}) of session {msg.session_id!r}"
             )
             got.append(msg)

@@ -14,6 +14,7 @@ from obsqueue.conformance.spec import EngineSpec
 from obsqueue.conformance.suite.scenarios import (
     CS,
     check,
+    drain_many,
     guarantee,
     key_of,
     keyed,
@@ -28,45 +29,6 @@ __all__ = [
     "TestManySessionsOrder",
     "TestManySessionsStop",
 ]
-
-#: How long a many-session drain may take before the test gives up on it.
-DRAIN_S = 20.0
-
-
-def drain_many(
-    engine: ObservationQueueEngine,
-    sessions: list[str] | None,
-    expect: int,
-    *,
-    timeout_s: float = DRAIN_S,
-    ack: bool = True,
-    idle_s: float | None = None,
-) -> list[PendingMessageWithId]:
-    """Iterate ``sessions`` (None: every session) with the many-session iterator until
-    ``expect`` messages came (acking each), ``idle_s`` passed without one, or time ran out.
-    Every message must belong to one of ``sessions`` (else ``AssertionError``: misdelivered)."""
-    got: list[PendingMessageWithId] = []
-    stop = threading.Event()
-    timer = threading.Timer(timeout_s, stop.set)
-    timer.daemon = True
-    timer.start()
-    try:
-        iterator = engine.create_multi_session_iterator(
-            sessions, stop=stop, idle_timeout=idle_s or timeout_s
-        )
-        for msg in iterator:
-            assert sessions is None or msg.session_id in sessions, (
-                f"misdelivered: iterating sessions {sessions} yielded message {msg.id} "
-                f"({key_of(msg)}) of session {msg.session_id!r}"
-            )
-            got.append(msg)
-            if ack:
-                engine.mark_processed(msg)
-            if len(got) >= expect:
-                break
-    finally:
-        timer.cancel()
-    return got
 
 
 def _by_session(msgs: list[PendingMessageWithId]) -> dict[str, list[str]]:
@@ -107,7 +69,7 @@ class TestManySessionsOrder:
         for i in range(3):
             for s in ("late-a", "late-b", "late-c"):
                 queue_engine.enqueue(s, CS, keyed(f"{s}-{i}"))
-        done.join(DRAIN_S + 5)
+        done.join(25)
         assert len(got) == 9, f"delivered {len(got)} of 9: {_by_session(got)}"
         for s, keys in _by_session(got).items():
             assert keys == [f"{s}-{i}" for i in range(3)], f"session {s} out of order: {keys}"
