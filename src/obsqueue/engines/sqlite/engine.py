@@ -17,7 +17,9 @@ reads the head without a lock; only when the head looks claimable (pending and d
 with its lease run out) does it take the write lock (``BEGIN IMMEDIATE``), read the head again and
 decide as the in-memory reference does: claim it (``attempt + 1``, a new token, the lease end from
 the wall clock) or, on a stall past ``max_attempts``, make it dead. Idle consumers therefore never
-queue for the write lock. A partial unique index on ``session_id WHERE status = 'processing'``
+queue for the write lock. The many-session iterator's claim round (``sqlite/heads.py``)
+decides the same way for the heads of up to ``CLAIM_BATCH`` sessions in one such transaction
+(one commit). A partial unique index on ``session_id WHERE status = 'processing'``
 guards one in flight per session whatever the logic does. Ids are ``AUTOINCREMENT``: assigned
 under the write lock, so they grow in commit order, and never reused.
 
@@ -37,7 +39,8 @@ iterator waits, and wakes the waiters when it changed. On Linux (``wakeup="auto"
 blocks on inotify events for writes to the ``-wal`` file, so an idle consumer uses no CPU; with
 ``wakeup="poll"``, or where inotify is missing, it reads the version every ``poll_interval_s``.
 Every commit to the file wakes every waiter of the engine (each re-reads its head, which is
-cheap); enqueues through the same engine object wake its waiters at once.
+cheap), so one mark serves a many-session wait over any set; enqueues through the same engine
+object wake its waiters at once.
 
 Durability (``synchronous``, default ``FULL``, also ``NORMAL``, ``EXTRA``, ``OFF``): in WAL mode
 every level keeps a committed write through SIGKILL of any process, because the WAL is written
@@ -79,7 +82,8 @@ from obsqueue.engines.base import (
     RawMessage,
 )
 from obsqueue.engines.handoff import Handoff
-from obsqueue.engines.sqlite.rows import first, insert_params, to_delivered, to_raw
+from obsqueue.engines.sqlite.heads import Heads
+from obsqueue.engines.sqlite.rows import first, insert_params, to_raw
 from obsqueue.engines.sqlite.settings import (
     DEFAULTS,
     HINTS,
@@ -145,6 +149,7 @@ class SqliteEngine(ObservationQueueEngine):
             wal_path=f"{self.path}-wal",
             use_inotify=self.wakeup == "auto",
         )
+        self._heads = Heads(run=self._run, q=self._q, out_of_attempts=self.out_of_attempts)
         self._handoff = Handoff(
             ack_and_claim=self._ack_and_claim,
             unclaim=self._unclaim,
@@ -328,40 +333,31 @@ class SqliteEngine(ObservationQueueEngine):
     def _claim_next(
         self, session_id: str, consumer_id: str, lease_s: float
     ) -> PendingMessageWithId | None:
-        if not self._due(first(self._rows("head", {"session_id": session_id})), now_ms()):
-            return None  # decided without the write lock: idle consumers never queue for it
-        return self._run(
-            lambda conn: self._claim_head(conn, session_id, consumer_id, lease_s), write=True
-        )
+        return self._heads.claim_next(session_id, consumer_id, lease_s)
 
-    @staticmethod
-    def _due(head: sqlite3.Row | None, now: int) -> bool:
-        """The head can be claimed (or, out of attempts, killed) now."""
-        if head is None:
-            return False
-        if head["status"] == "processing":
-            return bool(head["lease_expires_at_ms"] <= now)
-        return bool(head["available_at_ms"] <= now)
+    # ------------------------------------------------ the many-session iterator (heads.py)
 
-    def _claim_head(
-        self, conn: Conn, session_id: str, consumer_id: str, lease_s: float
-    ) -> PendingMessageWithId | None:
-        head = first(conn.execute(self._q["head"], {"session_id": session_id}).fetchall())
-        now = now_ms()
-        if not self._due(head, now):
-            return None
-        if head["status"] == "processing" and self.out_of_attempts(head["attempt"]):
-            reason = "lease expired on the last attempt"
-            conn.execute(self._q["kill"], {"id": head["id"], "reason": reason})
-            return None
-        token = conn.execute(self._q["next_token"]).fetchall()[0][0]
-        params = {
-            "id": head["id"],
-            "token": token,
-            "lease_expires_at_ms": now + int(lease_s * 1000),
-            "consumer_id": consumer_id,
-        }
-        return to_delivered(conn.execute(self._q["claim"], params).fetchall()[0])
+    #: One claim round commits once for up to this many heads. Larger rounds saved no more
+    #: commits worth measuring and hold unyielded heads (their sessions wait) longer.
+    CLAIM_BATCH: ClassVar[int] = 8
+
+    def _claim_heads(
+        self, sids: tuple[str, ...] | None, consumer_id: str, lease_s: float, limit: int
+    ) -> list[PendingMessageWithId]:
+        return self._heads.claim_many(sids, consumer_id, lease_s, limit)
+
+    def _unclaim_heads(self, msgs: list[PendingMessageWithId]) -> None:
+        self._heads.unclaim_many(msgs)
+        self._notify_local()
+
+    def _sessions_with_work(self) -> list[str]:
+        return self._heads.sessions_with_work()
+
+    def _wakeup_mark_many(self, sids: tuple[str, ...] | None) -> object:
+        return self._wakeup_mark("")  # the watcher is file-wide: its mark serves any sessions
+
+    def _wait_for_any(self, sids: tuple[str, ...] | None, timeout_s: float, mark: object) -> None:
+        self._wait_for_work("", timeout_s, mark)
 
     # ------------------------------------------------------------------ acks and failures
 
@@ -386,7 +382,7 @@ class SqliteEngine(ObservationQueueEngine):
         def op(conn: Conn) -> PendingMessageWithId | None:
             if not conn.execute(self._q["ack"], self._claim_params(msg)).rowcount:
                 raise stale_claim(msg)  # rolled back: nothing claimed
-            return self._claim_head(conn, msg.session_id, consumer_id, lease_s)
+            return self._heads.claim_head(conn, msg.session_id, consumer_id, lease_s)
 
         nxt = self._run(op, write=True)
         if nxt is None:

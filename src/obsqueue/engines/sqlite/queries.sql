@@ -102,8 +102,38 @@ WHERE session_id = :session_id AND status IN ('pending', 'processing')
 ORDER BY id
 LIMIT 1
 
--- next_token --
-UPDATE "{ns}_tokens_v1" SET last_token = last_token + 1 WHERE one = 1 RETURNING last_token
+-- next_tokens --
+-- :n new tokens for :n claims of one transaction: last_token - :n + 1 .. last_token
+UPDATE "{ns}_tokens_v1" SET last_token = last_token + :n WHERE one = 1 RETURNING last_token
+
+-- sessions_with_work --
+-- The sessions with a message pending or in flight, by session id: a skip scan of the head index
+-- (one seek per session, not one step per message).
+WITH RECURSIVE sessions(session_id) AS (
+    SELECT min(session_id) FROM "{ns}_messages_v1" WHERE status IN ('pending', 'processing')
+    UNION ALL
+    SELECT (SELECT min(m.session_id) FROM "{ns}_messages_v1" AS m
+            WHERE m.status IN ('pending', 'processing') AND m.session_id > sessions.session_id)
+    FROM sessions WHERE sessions.session_id IS NOT NULL
+)
+SELECT session_id FROM sessions WHERE session_id IS NOT NULL
+
+-- due_heads --
+-- The heads of the sessions in :sids (a JSON array of session ids) that can be claimed (or, out
+-- of attempts, killed) at :now: pending and due, or in flight with the lease run out. At most
+-- :limit, oldest head first when :by_age, else in the array's order. One head lookup on the
+-- head index per session.
+SELECT m.id, m.session_id, m.status, m.attempt, m.available_at_ms, m.lease_expires_at_ms
+FROM json_each(:sids) AS s
+JOIN "{ns}_messages_v1" AS m ON m.id = (
+    SELECT h.id FROM "{ns}_messages_v1" AS h
+    WHERE h.session_id = s.value AND h.status IN ('pending', 'processing')
+    ORDER BY h.id
+    LIMIT 1)
+WHERE CASE m.status WHEN 'processing' THEN m.lease_expires_at_ms ELSE m.available_at_ms END
+      <= :now
+ORDER BY CASE WHEN :by_age THEN m.id ELSE s.key END
+LIMIT :limit
 
 -- claim --
 UPDATE "{ns}_messages_v1"
