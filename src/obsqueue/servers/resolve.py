@@ -110,10 +110,13 @@ def needs_server(url: str) -> bool:
 
 
 def with_server_url(url: str, server_url: str) -> str:
-    """``rq+redis://`` + ``redis://127.0.0.1:6390/0`` -> ``rq+redis://127.0.0.1:6390/0``."""
-    scheme = urlsplit(url).scheme
+    """``rq+redis://?lease_s=5`` + ``redis://127.0.0.1:6390/0`` ->
+    ``rq+redis://127.0.0.1:6390/0?lease_s=5``: the server's address, the engine's own options
+    kept (after the server's query, if it has one)."""
+    own = urlsplit(url)
     parts = urlsplit(server_url)
-    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+    query = "&".join(q for q in (parts.query, own.query) if q)
+    return urlunsplit((own.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
 def names_no_file(url: str) -> bool:
@@ -150,5 +153,7 @@ def resolve_engine(
         else:
             resolved.url = with_server_url(url, resolved.server.url)
     elif cls.server_kind is None and file_dir is not None and names_no_file(url):
-        resolved.url = f"{urlsplit(url).scheme}:///{(file_dir / 'queue.db').resolve()}"
+        parts = urlsplit(url)
+        query = f"?{parts.query}" if parts.query else ""  # the engine's options are kept
+        resolved.url = f"{parts.scheme}:///{(file_dir / 'queue.db').resolve()}{query}"
     return resolved
