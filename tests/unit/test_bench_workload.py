@@ -78,6 +78,7 @@ def test_a_user_file_is_read(tmp_path: Path) -> None:
         ("[profile.huge]\nrounds = 9", "profile.huge", "unknown profile"),
         ("[profile.quick]\nsessions = -1", "profile.quick.sessions", "between 1"),
         ("warmup_messages = 30", "warmup_messages", "below the message count"),
+        ("tool_use_ids = 'some'", "tool_use_ids", "must be one of"),
     ],
 )
 def test_a_bad_file_is_refused_with_file_key_and_reason(
@@ -136,6 +137,14 @@ def test_plans_split_sessions_between_producers_and_send_every_message(tmp_path:
     assert sum(len(p.sends) for p in plans) == 30
     for plan in plans:  # bursts of one session: 2 or 3 in a row (or the session's rest)
         assert all(s.offset_ns is None for s in plan.sends)
+
+
+def test_unique_tool_use_ids_reach_the_producers_plans(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(GOOD)
+    assert not any(p.unique_keys for p in plan_producers(load_workload(str(path))))
+    path.write_text(GOOD.replace("[arrival]", "tool_use_ids = 'unique'\n[arrival]"))
+    assert all(p.unique_keys for p in plan_producers(load_workload(str(path))))
 
 
 def test_an_open_loop_plan_keeps_to_the_rate(tmp_path: Path) -> None:

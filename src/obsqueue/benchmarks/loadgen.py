@@ -39,6 +39,7 @@ class ProducerPlan:
     index: int
     sends: tuple[Send, ...]
     pause_ms: float = 0.0
+    unique_keys: bool = False
 
     @property
     def measured(self) -> int:
@@ -92,7 +93,8 @@ def plan_producers(workload: Workload, *, rate_per_s: float | None = None) -> li
         warm = workload.warmup_messages // producers
         rate = None if rate_per_s is None else rate_per_s / producers
         sends = _sends(order, workload.payload, rng, warm, rate, workload.arrival)
-        plans.append(ProducerPlan(index, tuple(sends), workload.arrival.pause_ms))
+        unique = workload.tool_use_ids == "unique"
+        plans.append(ProducerPlan(index, tuple(sends), workload.arrival.pause_ms, unique))
     return plans
 
 

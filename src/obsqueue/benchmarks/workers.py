@@ -110,7 +110,8 @@ def _produce(target: WorkloadTarget, plan: ProducerPlan, shared: Shared) -> dict
     shared.results.put({"role": "ready", "index": plan.index})
     shared.wait(GO)
     start = first = time.monotonic_ns()
-    for send in plan.sends:
+    for n, send in enumerate(plan.sends):
+        key = f"toolu_p{plan.index}_{n}" if plan.unique_keys else None
         if send.offset_ns is None:
             intended = time.monotonic_ns()
         else:
@@ -121,7 +122,7 @@ def _produce(target: WorkloadTarget, plan: ProducerPlan, shared: Shared) -> dict
         actual = time.monotonic_ns()
         if send.warm:
             first = actual
-        session.enqueue(send.session_id, stamp(intended, send.warm, send.size))
+        session.enqueue(send.session_id, stamp(intended, send.warm, send.size), key)
         if not send.warm:
             record_ns(enqueue, time.monotonic_ns() - intended)
             record_ns(delay, actual - intended)

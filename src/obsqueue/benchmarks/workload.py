@@ -40,6 +40,9 @@ MEASURES = ("throughput", "latency", "idle", "recovery", "scaling")
 PROFILES = ("quick", "full")
 MODES = ("preload", "closed", "rate")
 DISTRIBUTIONS = ("fixed", "uniform", "loguniform")
+#: ``tool_use_ids``: ``none`` (no dedupe key) or ``unique`` (every message its own, so each
+#: enqueue runs the dedupe path as a real producer's does)
+TOOL_USE_IDS = ("none", "unique")
 
 
 class WorkloadError(ObsqueueError):
@@ -88,6 +91,7 @@ class Workload:
     producers: int = 1
     consumers: int = 1
     warmup_messages: int = 0
+    tool_use_ids: str = "none"
     rounds: int = 3
     timeout_s: float = 120.0
     payload: Payload = field(default_factory=Payload)
@@ -173,6 +177,7 @@ KEYS: dict[str | None, dict[str, Check]] = {
         "producers": _int(1, 64),
         "consumers": _int(1, 64),
         "warmup_messages": _int(0),
+        "tool_use_ids": _choice(TOOL_USE_IDS),
         "rounds": _int(1, 50),
         "timeout_s": _num(0, strict=True),
     },
