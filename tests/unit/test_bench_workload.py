@@ -37,7 +37,7 @@ def test_the_issue_s_workloads_are_shipped() -> None:
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("name", ["drain", "sessions", "latency", "idle", "recovery", "scaling"])
+@pytest.mark.parametrize("name", shipped_workloads())
 def test_every_shipped_workload_loads_at_every_profile(name: str, profile: str) -> None:
     workload = load_workload(name, profile)
     assert workload.name == name

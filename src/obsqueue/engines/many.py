@@ -74,9 +74,9 @@ def iterate_many(
     try:
         while not (stop is not None and stop.is_set()):
             engine._check_open()
-            mark = None
+            claimed, mark = False, None
             if not ready:
-                mark = engine._wakeup_mark_many(sids)
+                claimed, mark = True, engine._wakeup_mark_many(sids)
                 order = None if sids is None else sids[turn:] + sids[:turn]
                 turn = 0 if sids is None else (turn + 1) % len(sids)
                 ready.extend(engine._claim_heads(order, consumer_id, lease_s, engine.CLAIM_BATCH))
@@ -85,7 +85,7 @@ def iterate_many(
                 yield msg
                 idle.restart()
                 continue
-            if mark is None:
+            if not claimed:
                 continue  # what was ready had expired: claim again before waiting
             wait_s = idle.next_wait()
             if wait_s is None:
