@@ -26,7 +26,11 @@ only because they share that slot):
 * ``dedupe`` — a hash from (content_session_id, tool_use_id) to id, held while the message is
   pending or in flight (P3).
 * ``depth`` — the number of messages pending or in flight, kept by the scripts (O(1) depth).
-* ``w:<session>`` — a list holding at most one wake token, with a 60 s expiry.
+* ``sessions`` — a sorted set of the sessions with a message pending or in flight, scored by
+  the session's head id (kept by enqueue, ack, death and clear): the many-session iterator's
+  every-session mode walks it oldest head first.
+* ``w:<session>`` — a list holding at most one wake token, with a 60 s expiry; ``wake`` — the
+  same for consumers of every session, holding up to 64 tokens.
 
 Leases use the server's clock (``TIME`` inside the scripts), so clients on different machines
 agree on when a claim expired. A stalled head is claimed again with ``attempt + 1`` by the next
@@ -38,6 +42,16 @@ wake list; a waiting consumer BLPOPs it on a pooled connection (each blocking ca
 connection for the wait, never shared with another thread). A claim that finds nothing deletes
 the stale token, so an idle consumer does not spin. A lost token costs at most the iterator's
 0.2 s re-poll.
+
+The many-session iterator claims the heads of up to ``CLAIM_BATCH`` sessions in one script
+(``native_claim_heads.lua``, each head decided by the same ``claim_head`` as a single claim) and
+gives back unyielded ones in one (``native_unclaim.lua``). Its wait BLPOPs every wake list of
+its set at once; over every session it BLPOPs ``wake``, which every wake also feeds. A BLPOP
+takes one token, so one wake wakes one waiter: enough per session (one head, one claimer), and
+for the every-session list the cap of 64 lets a burst over many sessions wake that many
+consumers; a round over every session that claims all it can deletes the rest. Each waiter takes
+its own token, so consumers on overlapping sets are all woken by a burst; broadcasting (pub/sub)
+would wake every consumer for every enqueue, and need a connection held per iterator.
 
 Durability: the engine's durable configuration is a server with ``appendonly yes`` and
 ``appendfsync always`` — Redis then fsyncs the AOF before it replies, so an enqueue or ack that
