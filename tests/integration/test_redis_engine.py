@@ -2,15 +2,17 @@
 
 The shared conformance suite checks the properties (P1-P16, docs/properties.md), kill -9 of the
 server included; these tests check only what is particular to ``redis://``: a stall on the last
-attempt in Lua, the depth counter and dedupe index every script keeps, the wake list, exact ids
-and the script cache reloaded, lone surrogates, namespaces, a silent server, the retry policy of
-the link, and describe() (persistence, CONFIG refused).
+attempt in Lua, the depth counter, dedupe index and sessions index every script keeps, the wake
+lists (one waiter, and several many-session waiters woken by one burst), exact ids and the
+script cache reloaded, lone surrogates, namespaces, a silent server, the retry policy of the
+link, and describe() (persistence, CONFIG refused).
 """
 
 from __future__ import annotations
 
 import socket
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -137,6 +139,35 @@ def test_wake_list_stays_one_token_with_expiry(engine: RedisEngine, server: Redi
     raw.close()
 
 
+def test_the_sessions_index_follows_every_script(engine: RedisEngine, server: RedisServer) -> None:
+    """The ``sessions`` zset, the many-session iterator's list of sessions with work, is scored
+    by each session's head through acks, deaths and clears, and is empty once all is done."""
+    for s in ("a", "b", "a", "b", "c"):  # ids 1-5: a=1,3  b=2,4  c=5
+        engine.enqueue(s, "c", obs())
+    raw = redis.Redis.from_url(server.url, decode_responses=True)
+    key = engine._key("sessions")
+    assert raw.zrange(key, 0, -1, withscores=True) == [("a", 1), ("b", 2), ("c", 5)]
+    m = engine.claim_next("a")
+    assert m is not None
+    engine.mark_processed(m)  # a's head is 3 now
+    m = engine.claim_next("b")
+    assert m is not None
+    engine.mark_failed(m, "no", retry=False)  # dead: b's head is 4
+    assert engine.clear_pending_for_session("c") == 1
+    assert raw.zrange(key, 0, -1, withscores=True) == [("a", 3), ("b", 4)]
+    assert engine._sessions_with_work() == ["a", "b"]
+    m = engine.claim_next("a")
+    assert m is not None
+    time.sleep(0.35)  # its lease (0.3 s) runs out: a stalled head is still work
+    assert engine._sessions_with_work() == ["a", "b"]
+    heads = engine._claim_heads(None, "c", 10.0, 8)
+    assert [(h.id, h.attempt) for h in heads] == [(3, 2), (4, 1)]
+    for h in heads:
+        engine.mark_processed(h)
+    assert raw.exists(key) == 0
+    raw.close()
+
+
 def test_ids_round_trip_exactly_and_scripts_reload_after_flush(
     engine: RedisEngine, server: RedisServer
 ) -> None:
@@ -201,6 +232,79 @@ def test_a_waiter_on_another_connection_is_woken_by_the_wake_list(
         producer.destroy()
     assert max(latencies) < 1.0, latencies
     assert statistics.median(latencies) < 0.05, latencies  # a 0.2 s re-poll would give ~0.1 s
+
+
+class _GatedWaiter(RedisEngine):
+    """A consumer whose own re-polls come only every 5 s (what wakes it sooner is a wake list),
+    and whose waits begin only once ``gate`` is set: work that comes between its claim round
+    and its wait must still wake it."""
+
+    WAIT_SLICE_S = 5.0
+    ANY_POLL_S = 5.0
+
+    def __init__(self, url: str, gate: threading.Event, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.gate, self.at_gate = gate, threading.Event()
+
+    def _wait_for_any(self, sids: tuple[str, ...] | None, timeout_s: float, mark: object) -> None:
+        self.at_gate.set()
+        self.gate.wait(10)
+        super()._wait_for_any(sids, timeout_s, mark)
+
+
+@pytest.mark.parametrize("every", [True, False], ids=["every-session", "a-set"])
+def test_consumers_waiting_on_overlapping_sessions_are_all_woken_by_a_burst(
+    server: RedisServer, namespace: str, every: bool
+) -> None:
+    """Three many-session consumers on their own connections serve the same 20 sessions (or
+    every session); a burst of one message per session comes after each claim round found
+    nothing and before any of them waits. All three still wake within a second, each taking
+    heads of its own: the burst leaves a wake token for each waiter, not one for all (the
+    other two would sleep out their 5 s re-poll)."""
+    sessions = [f"s{i}" for i in range(20)]
+    stop, done, gate = threading.Event(), threading.Event(), threading.Event()
+    firsts: list[tuple[float, str]] = []
+    consumers = [
+        _GatedWaiter(server.url, gate, namespace=namespace, socket_timeout_s=30) for _ in range(3)
+    ]
+
+    def consume(eng: RedisEngine) -> None:
+        it = eng.create_multi_session_iterator(None if every else sessions, stop=stop)
+        msg = next(it, None)
+        if msg is not None:
+            firsts.append((time.monotonic(), msg.session_id))
+            eng.mark_processed(msg)
+        done.wait(10)
+        it.close()  # gives back the heads it holds
+
+    threads = [threading.Thread(target=consume, args=(eng,)) for eng in consumers]
+    try:
+        with _open(server.url, namespace) as producer:
+            for thread in threads:
+                thread.start()
+            assert all(eng.at_gate.wait(5) for eng in consumers)
+            sent = time.monotonic()
+            producer.enqueue_many([(s, "c", obs(s=s)) for s in sessions])
+            gate.set()
+            deadline = sent + 3
+            while len(firsts) < 3 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            woken = sorted(round(t - sent, 3) for t, _ in firsts)
+            done.set()
+            stop.set()
+            for thread in threads:
+                thread.join(10)
+            assert len(firsts) == 3 and woken[-1] < 1.0, f"consumers woken after {woken} s"
+            assert len({sid for _, sid in firsts}) == 3, firsts
+            # every head an ended iterator held was given back: the other 17 are claimable
+            assert len(producer._claim_heads(None, "check", 10.0, 100)) == 17
+            producer.destroy()
+    finally:
+        done.set()
+        stop.set()
+        gate.set()
+        for eng in consumers:
+            eng.close()
 
 
 # ------------------------------------------------------ persistence, reconnection (P14)

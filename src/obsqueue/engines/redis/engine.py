@@ -26,7 +26,11 @@ only because they share that slot):
 * ``dedupe`` — a hash from (content_session_id, tool_use_id) to id, held while the message is
   pending or in flight (P3).
 * ``depth`` — the number of messages pending or in flight, kept by the scripts (O(1) depth).
-* ``w:<session>`` — a list holding at most one wake token, with a 60 s expiry.
+* ``sessions`` — a sorted set of the sessions with a message pending or in flight, scored by
+  the session's head id (kept by enqueue, ack, death and clear): the many-session iterator's
+  every-session mode walks it oldest head first.
+* ``w:<session>`` — a list holding at most one wake token, with a 60 s expiry; ``wake`` — the
+  same for consumers of every session, holding up to 64 tokens.
 
 Leases use the server's clock (``TIME`` inside the scripts), so clients on different machines
 agree on when a claim expired. A stalled head is claimed again with ``attempt + 1`` by the next
@@ -38,6 +42,16 @@ wake list; a waiting consumer BLPOPs it on a pooled connection (each blocking ca
 connection for the wait, never shared with another thread). A claim that finds nothing deletes
 the stale token, so an idle consumer does not spin. A lost token costs at most the iterator's
 0.2 s re-poll.
+
+The many-session iterator claims the heads of up to ``CLAIM_BATCH`` sessions in one script
+(``native_claim_heads.lua``, each head decided by the same ``claim_head`` as a single claim) and
+gives back unyielded ones in one (``native_unclaim.lua``). Its wait BLPOPs every wake list of
+its set at once; over every session it BLPOPs ``wake``, which every wake also feeds. A BLPOP
+takes one token, so one wake wakes one waiter: enough per session (one head, one claimer), and
+for the every-session list the cap of 64 lets a burst over many sessions wake that many
+consumers; a round over every session that claims all it can deletes the rest. Each waiter takes
+its own token, so consumers on overlapping sets are all woken by a burst; broadcasting (pub/sub)
+would wake every consumer for every enqueue, and need a connection held per iterator.
 
 Durability: the engine's durable configuration is a server with ``appendonly yes`` and
 ``appendfsync always`` — Redis then fsyncs the AOF before it replies, so an enqueue or ack that
@@ -80,7 +94,22 @@ from obsqueue.errors import InvalidMessageError, stale_claim
 
 __all__ = ["RedisEngine"]
 
-SCRIPTS = ("enqueue", "claim", "ack", "ack_claim", "unclaim", "fail", "extend", "reset", "clear")
+#: The many-session wakeup mark: nothing to remember (a wake before the wait stays in its list);
+#: not None, which the iterator reads as "nothing was claimed yet".
+_LISTS = object()
+
+SCRIPTS = (
+    "enqueue",
+    "claim",
+    "claim_heads",
+    "ack",
+    "ack_claim",
+    "unclaim",
+    "fail",
+    "extend",
+    "reset",
+    "clear",
+)
 
 
 class RedisEngine(RedisBacked):
@@ -91,6 +120,8 @@ class RedisEngine(RedisBacked):
     # describe()["durability"]["server_crash_durable"] says whether the live server is in it.
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
     DECODE_RESPONSES: ClassVar[bool] = True
+    #: Heads one many-session claim round takes (one script for all of them).
+    CLAIM_BATCH: ClassVar[int] = 8
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
@@ -155,7 +186,7 @@ class RedisEngine(RedisBacked):
             payload_json,
             message.original_timestamp,
         ]
-        return [*keys, self._key("depth")], args
+        return [*keys, self._key("depth"), self._key("sessions")], args
 
     def _claim_next(
         self, session_id: str, consumer_id: str, lease_s: float
@@ -206,11 +237,8 @@ class RedisEngine(RedisBacked):
         return _delivered(reply[1:], sid) if len(reply) > 1 else None
 
     def _unclaim(self, msg: PendingMessageWithId) -> None:
-        """Give back a head claimed with an ack but never handed out; best effort (else it comes
-        back when its lease runs out)."""
-        keys, args = [self._key("m:", msg.id)], [self._prefix, msg.id, claim_token(msg)]
-        with contextlib.suppress(Exception):
-            self._scripts["unclaim"](keys=keys, args=args)
+        """Give back a head claimed with an ack but never handed out."""
+        self._unclaim_heads([msg])
 
     def _claimer(
         self, sid: str, consumer_id: str, lease_s: float, stop: threading.Event | None
@@ -251,7 +279,7 @@ class RedisEngine(RedisBacked):
         return max(0, int(depth or 0))
 
     def _clear_pending(self, session_id: str) -> int:
-        return int(self._run("clear", [self._session_key(session_id)], [self._prefix]))
+        return int(self._run("clear", [self._session_key(session_id)], [self._prefix, session_id]))
 
     def _reset_processing(self, session_id: str | None) -> int:
         keys = [self._key("inflight")]
@@ -266,7 +294,51 @@ class RedisEngine(RedisBacked):
 
     def _wait_for_work(self, session_id: str, timeout_s: float, mark: object) -> None:
         if not self._closed:
-            self._link.wait_for_wake(self._key("w:", session_id), timeout_s)
+            self._link.wait_for_wake([self._key("w:", session_id)], timeout_s)
+
+    # ------------------------------------------------------------ the many-session iterator
+
+    def _claim_heads(
+        self, sids: tuple[str, ...] | None, consumer_id: str, lease_s: float, limit: int
+    ) -> list[PendingMessageWithId]:
+        """One script claims the heads of up to ``limit`` sessions: of ``sids`` in the order
+        given, or of every session with work, oldest head first (``native_claim_heads.lua``)."""
+        sessions = () if sids is None else sids
+        keys = [self._key("tokens"), self._key("inflight"), self._key("sessions")]
+        keys += [self._key("wake"), *(self._session_key(s) for s in sessions)]
+        args: list[object] = [self._prefix, _utf8("consumer_id", consumer_id), to_ms(lease_s)]
+        args += [self.options.max_attempts, limit, *sessions]
+        return [_delivered(r[:-1], r[-1]) for r in self._run("claim_heads", keys, args)]
+
+    def _unclaim_heads(self, msgs: list[PendingMessageWithId]) -> None:
+        """Give back heads claimed and never handed out, in one script; best effort (else each
+        comes back when its lease runs out, as a stalled claim)."""
+        if not msgs:
+            return
+        keys = [self._key("m:", m.id) for m in msgs]
+        args: list[object] = [self._prefix]
+        for m in msgs:
+            args += [m.id, claim_token(m)]
+        with contextlib.suppress(Exception):
+            self._scripts["unclaim"](keys=keys, args=args)
+
+    def _sessions_with_work(self) -> list[str]:
+        """The sessions zset the scripts keep: every session with a message pending or in
+        flight, oldest head first."""
+        key = self._key("sessions")
+        return list(self._link.call(lambda: self._redis.zrange(key, 0, -1), repeatable=True))
+
+    def _wakeup_mark_many(self, sids: tuple[str, ...] | None) -> object:
+        return _LISTS  # the wake lists themselves remember a wake that comes before the wait
+
+    def _wait_for_any(self, sids: tuple[str, ...] | None, timeout_s: float, mark: object) -> None:
+        """BLPOP the wake lists of ``sids`` (one token: one session's head may be claimable), or
+        the every-session list, which keeps up to ``WAKE_ANY_CAP`` tokens so that a burst wakes
+        that many consumers (``native_common.lua``)."""
+        if self._closed:
+            return
+        keys = [self._key("wake")] if sids is None else [self._key("w:", s) for s in sids]
+        self._link.wait_for_wake(keys, timeout_s)
 
     # ------------------------------------------------------------- oracle, describe, destroy
 

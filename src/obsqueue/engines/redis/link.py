@@ -221,16 +221,17 @@ class RedisLink:
         a refused command, so nothing ran twice)."""
         return {name: self.client.register_script(load_script(prefix, name)) for name in names}
 
-    def wait_for_wake(self, key: str, timeout_s: float) -> None:
-        """BLPOP the wake list ``key`` for at most ``timeout_s``, capped at half the socket
-        timeout so the reply comes before the socket gives up. An outage is only a missed hint:
-        the slice is slept out and the next claim reports it."""
+    def wait_for_wake(self, keys: str | Sequence[str], timeout_s: float) -> None:
+        """BLPOP the wake list ``keys`` (or the first of several to get a token) for at most
+        ``timeout_s``, capped at half the socket timeout so the reply comes before the socket
+        gives up. An outage is only a missed hint: the slice is slept out and the next claim
+        reports it."""
         timeout = round(min(timeout_s, self.socket_timeout_s / 2), 3)
         if timeout < 0.001:
             return  # BLPOP with timeout 0 would block forever
         started = time.monotonic()
         try:
-            self.client.blpop([key], timeout=timeout)
+            self.client.blpop([keys] if isinstance(keys, str) else list(keys), timeout=timeout)
         except NOT_REACHED:
             time.sleep(max(0.0, timeout - (time.monotonic() - started)))
 

@@ -8,6 +8,6 @@ if not session then
   return 0
 end
 if more then
-  wake(prefix, session)  -- the next head is claimable now, maybe by a consumer in another process
+  signal(prefix, session)  -- the next head is claimable now, maybe by a consumer in another process
 end
 return 1

@@ -19,7 +19,7 @@ if not nxt then
 end
 -- as an ack does: the iterator the head is handed to may be blocked on the wake list (an ack
 -- from another thread)
-wake(prefix, session)
+signal(prefix, session)
 local reply = {1}
 for i = 1, #nxt do reply[i + 1] = nxt[i] end
 return reply

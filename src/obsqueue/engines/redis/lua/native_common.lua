@@ -11,14 +11,44 @@
 --   P.."p:"..id     string: its payload (JSON text), apart so the hash stays a small listpack
 --   P.."s:"..sess   sorted set of the session's not-dead ids, score = id (head = lowest)
 --   P.."w:"..sess   list of wake tokens (at most one) a blocked consumer BLPOPs
+--   P.."sessions"   sorted set of the sessions with a message pending or in flight, score = the
+--                   session's head id (oldest head first)
+--   P.."wake"       list of wake tokens (at most WAKE_ANY_CAP) for consumers of every session
+
+-- Several consumers of every session may wait at once, and each BLPOP takes one token: a burst
+-- of wakes leaves up to this many, so that many waiters wake. A claim round over every session
+-- that finds nothing more deletes them (no spin on stale tokens).
+local WAKE_ANY_CAP = 64
+
+-- A head of the session may be claimable now: wake a consumer blocked on the session (its own
+-- list, lib.lua's wake) and one blocked on every session (P.."wake").
+local function signal(prefix, session)
+  wake(prefix, session)
+  local akey = prefix .. 'wake'
+  redis.call('LPUSH', akey, '1')
+  redis.call('LTRIM', akey, 0, WAKE_ANY_CAP - 1)
+  redis.call('PEXPIRE', akey, WAKE_TTL_MS)
+end
+
+-- Keep the session's entry in P.."sessions" in step with its sorted set: scored by its head,
+-- or gone once the session has nothing pending or in flight. Called where the head may change.
+local function rehead(prefix, session)
+  local head = redis.call('ZRANGE', prefix .. 's:' .. session, 0, 0)[1]
+  if head then
+    redis.call('ZADD', prefix .. 'sessions', head, session)
+  else
+    redis.call('ZREM', prefix .. 'sessions', session)
+  end
+end
 
 -- Dead: kept and visible, out of the session's order and out of the depth, never delivered.
 local function kill(prefix, mkey, id, session, reason)
   forget(prefix, mkey, id)
   redis.call('ZREM', prefix .. 's:' .. session, id)
+  rehead(prefix, session)
   redis.call('HSET', mkey, 'status', 'dead', 'last_error', reason)
   redis.call('HDEL', mkey, 'token', 'lease_expires_at')
-  wake(prefix, session)
+  signal(prefix, session)
 end
 
 -- Back to pending at its place (the head stays the head), with its claim voided.
@@ -32,7 +62,8 @@ end
 -- Claim the session's head if it is claimable: pending and due, or in flight under an expired
 -- lease (a stalled consumer); a stalled head on its last attempt dies. The lease ends at the
 -- server's clock plus lease_ms. Returns {id, attempt, token, lease_expires_at, kind,
--- tool_use_id, payload, original_timestamp, content_session, enqueued_at, consumer}, or nil.
+-- tool_use_id, payload, original_timestamp, content_session, enqueued_at, consumer}, or nil
+-- (and, as a second value, true when the head died: the session's next head may be claimable).
 local function claim_head(prefix, session, consumer, lease_ms, max_attempts)
   local skey, wkey = prefix .. 's:' .. session, prefix .. 'w:' .. session
   local head = redis.call('ZRANGE', skey, 0, 0)[1]
@@ -51,7 +82,7 @@ local function claim_head(prefix, session, consumer, lease_ms, max_attempts)
     end
     if attempt >= max_attempts then
       kill(prefix, mkey, head, session, 'lease expired on the last attempt')
-      return nil  -- kill() left a wake token, so the consumer claims the next head at once
+      return nil, true  -- kill() left a wake token, so the consumer claims the next head at once
     end
   elseif tonumber(f[2]) > now then
     redis.call('DEL', wkey)
@@ -81,5 +112,22 @@ local function ack(prefix, id, token)
   forget(prefix, mkey, id)
   redis.call('ZREM', skey, id)
   redis.call('DEL', mkey, prefix .. 'p:' .. id)
+  rehead(prefix, f[3])
   return f[3], redis.call('ZCARD', skey) > 0
+end
+
+-- Give back a head claimed under `token` but never handed to a consumer: pending again at its
+-- place, its attempt restored, the session woken. Returns 1, or 0 when the claim no longer
+-- holds.
+local function unclaim(prefix, id, token)
+  local mkey = prefix .. 'm:' .. id
+  local f = redis.call('HMGET', mkey, 'status', 'token', 'session', 'attempt')
+  if f[1] ~= 'processing' or f[2] ~= token then
+    return 0
+  end
+  redis.call('HSET', mkey, 'status', 'pending', 'attempt', tonumber(f[4]) - 1)
+  redis.call('HDEL', mkey, 'token', 'lease_expires_at', 'consumer')
+  redis.call('SREM', prefix .. 'inflight', id)
+  signal(prefix, f[3])
+  return 1
 end

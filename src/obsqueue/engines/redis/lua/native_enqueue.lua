@@ -1,5 +1,5 @@
 -- native_enqueue.lua: store one message, or return the queued one it duplicates.
--- KEYS: 1 ids, 2 session zset, 3 dedupe, 4 depth
+-- KEYS: 1 ids, 2 session zset, 3 dedupe, 4 depth, 5 sessions zset
 -- ARGV: 1 prefix, 2 session, 3 content_session, 4 kind, 5 tool_use_id ('' = none),
 --       6 payload JSON, 7 original_timestamp (ms)
 -- Returns {id, 1} for a duplicate of a pending or in-flight message, else {new id, 0}.
@@ -29,6 +29,7 @@ if field then
   redis.call('HSET', KEYS[3], field, id)
 end
 redis.call('ZADD', KEYS[2], id, id)
+redis.call('ZADD', KEYS[5], 'NX', id, session)  -- a new head only if the session was empty
 redis.call('INCR', KEYS[4])
-wake(prefix, session)
+signal(prefix, session)
 return {tonumber(id), 0}

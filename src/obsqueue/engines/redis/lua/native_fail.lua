@@ -16,5 +16,5 @@ if ARGV[5] ~= '1' or tonumber(f[4]) >= tonumber(ARGV[7]) then
 end
 requeue(prefix, mkey, id, now_ms() + tonumber(ARGV[6]))
 redis.call('HSET', mkey, 'last_error', reason)
-wake(prefix, f[3])
+signal(prefix, f[3])
 return 1

@@ -16,7 +16,7 @@ for _, id in ipairs(candidates) do
   local f = redis.call('HMGET', mkey, 'status', 'session')
   if f[1] == 'processing' then
     requeue(prefix, mkey, id, 0)
-    wake(prefix, f[2])
+    signal(prefix, f[2])
     moved = moved + 1
   end
 end

@@ -1,16 +1,12 @@
--- native_unclaim.lua: give back a head claimed by native_ack_claim.lua but never handed to the
--- consumer: it returns to pending at its place, its attempt restored, and the session is woken.
--- KEYS: 1 message hash
--- ARGV: 1 prefix, 2 id, 3 token
--- Returns 1, or 0 when the claim no longer holds.
-local prefix, id, token = ARGV[1], ARGV[2], ARGV[3]
-local mkey = KEYS[1]
-local f = redis.call('HMGET', mkey, 'status', 'token', 'session', 'attempt')
-if f[1] ~= 'processing' or f[2] ~= token then
-  return 0
+-- native_unclaim.lua: give back heads claimed (by native_ack_claim.lua or
+-- native_claim_heads.lua) but never handed to a consumer: each returns to pending at its place,
+-- its attempt restored, and its session is woken (unclaim, native_common.lua).
+-- KEYS: the message hashes, one per id
+-- ARGV: 1 prefix, then id, token pairs in the order of KEYS
+-- Returns how many were given back (a claim that no longer holds is left alone).
+local prefix = ARGV[1]
+local given = 0
+for i = 2, #ARGV, 2 do
+  given = given + unclaim(prefix, ARGV[i], ARGV[i + 1])
 end
-redis.call('HSET', mkey, 'status', 'pending', 'attempt', tonumber(f[4]) - 1)
-redis.call('HDEL', mkey, 'token', 'lease_expires_at', 'consumer')
-redis.call('SREM', prefix .. 'inflight', id)
-wake(prefix, f[3])
-return 1
+return given
