@@ -117,6 +117,19 @@ def test_an_injected_delay_reads_back_at_p50(tmp_path: Path) -> None:
     assert outcome.figures["send_delay_p99_ms"] < 20
 
 
+def test_a_throughput_workload_with_a_rate_arrival_runs_open_loop(tmp_path: Path) -> None:
+    """``[arrival] mode = "rate"`` in a throughput workload is the file's own offered rate,
+    not ignored for a closed loop (it was, before)."""
+    target = NullTarget("null")
+    target.prepare()
+    rate = dataclasses.replace(
+        load_workload("latency").arrival, mode="rate", rate_per_s=100.0, duration_s=1.0
+    )
+    outcome = run_traffic(target, _small(tmp_path, arrival=rate, warmup_messages=0))
+    assert "send_delay_p99_ms" in outcome.figures  # an open loop reports its send delay
+    assert outcome.figures["enqueue_per_s"] < 150, outcome.figures  # closed loop: thousands
+
+
 def test_a_hanging_target_fails_within_its_timeout_and_leaves_no_process(tmp_path: Path) -> None:
     workload = _small(tmp_path, timeout_s=3.0)
     null = NullTarget("null")

@@ -51,6 +51,8 @@ def run_traffic(
     tick: Tick = lambda _done, _total: None,
 ) -> Outcome:
     """Run ``workload`` once through ``target`` (already prepared); ``rate_per_s``: open loop."""
+    if rate_per_s is None and workload.arrival.mode == "rate":
+        rate_per_s = workload.arrival.rate_per_s  # the file's own offered rate (open loop)
     mode = "rate" if rate_per_s is not None else workload.arrival.mode
     plans = plan_producers(workload, rate_per_s=rate_per_s)
     total = sum(len(p.sends) for p in plans)
