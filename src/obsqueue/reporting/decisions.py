@@ -114,6 +114,17 @@ def _source(column: str, engine: str) -> str:
     return f"{kind}-{engine}.json (`python -m obsqueue.probes`)"
 
 
+def _local_first(fact: dict[str, Any] | None, server_kind: str | None) -> str:
+    """Whether the engine installs with pip alone and runs with no server: an engine whose
+    footprint has folders outside Python's (a Node engine's node_modules) needs that runtime."""
+    if server_kind is not None:
+        return f"no: needs a {server_kind} server"
+    footprint = (fact or {}).get("footprint") or {}
+    if any("node_modules" in folder for folder in footprint.get("folders") or {}):
+        return "no server, but Node.js and `npm ci` in node/ beside pip"
+    return "yes: pip install, no server"
+
+
 def decision_rows(frames: Frames) -> tuple[pd.DataFrame, list[str]]:
     """One row per engine, and the list of cells that are not measured (with their source)."""
     losses = kill_losses(frames)
@@ -128,9 +139,7 @@ def decision_rows(frames: Frames) -> tuple[pd.DataFrame, list[str]]:
             server_kind = fact.get("server_kind")
         row = {
             "engine": engine,
-            "local-first install": "yes: pip install, no server"
-            if server_kind is None
-            else f"no: needs a {server_kind} server",
+            "local-first install": _local_first(fact, server_kind),
             "server processes": _processes(fact, server_kind),
             "installed size of its dependencies": _size(fact),
             "payload readable on disk": _privacy(priv),
