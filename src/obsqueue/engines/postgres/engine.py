@@ -322,10 +322,14 @@ class PostgresEngine(ObservationQueueEngine):
         return heads
 
     def _unclaim_heads(self, msgs: list[PendingMessageWithId]) -> None:
-        """Give back heads claimed and never yielded, attempt restored, in one statement; best
-        effort (else their leases expire)."""
+        """Give back heads claimed and never yielded, attempt restored, in one statement that
+        also notifies their sessions; best effort (else their leases expire)."""
         claims = [_claim_of(m) for m in msgs]
-        params = {"ids": [c["id"] for c in claims], "tokens": [c["token"] for c in claims]}
+        params = {
+            "ids": [c["id"] for c in claims],
+            "tokens": [c["token"] for c in claims],
+            "channel": self._channel,
+        }
         with contextlib.suppress(Exception), self._db.pool.connection(timeout=1.0) as conn:
             conn.execute(self._q["unclaim_many"], params)
         for sid in {m.session_id for m in msgs}:

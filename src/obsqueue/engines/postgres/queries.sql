@@ -278,12 +278,18 @@ SET status = 'pending', attempt = attempt - 1, claim_token = NULL, lease_expires
 WHERE id = %(id)s AND claim_token = %(token)s AND status = 'processing'
 
 -- unclaim_many --
--- unclaim for several claims at once: the arrays "ids" and "tokens" pair up.
-UPDATE {messages} m
-SET status = 'pending', attempt = m.attempt - 1, claim_token = NULL, lease_expires_at = NULL,
-    consumer_id = NULL, available_at = '-infinity'
-FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS g(id, token)
-WHERE m.id = g.id AND m.claim_token = g.token AND m.status = 'processing'
+-- unclaim for several claims at once (the arrays "ids" and "tokens" pair up); the sessions
+-- given back are notified, so consumers in other processes take them at once.
+WITH given_back AS (
+    UPDATE {messages} m
+    SET status = 'pending', attempt = m.attempt - 1, claim_token = NULL,
+        lease_expires_at = NULL, consumer_id = NULL, available_at = '-infinity'
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS g(id, token)
+    WHERE m.id = g.id AND m.claim_token = g.token AND m.status = 'processing'
+    RETURNING m.session_id
+)
+SELECT count(pg_notify(%(channel)s, session_id))
+FROM (SELECT DISTINCT session_id FROM given_back) s
 
 -- mark_processed --
 DELETE FROM {messages}
