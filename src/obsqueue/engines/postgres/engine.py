@@ -295,9 +295,8 @@ class PostgresEngine(ObservationQueueEngine):
     ) -> list[PendingMessageWithId]:
         """The heads of up to ``limit`` sessions of ``sids`` (in its order) or of every session
         (in turn, from where the last round stopped), in one statement (``claim_heads_of`` /
-        ``claim_heads_any``). When
-        a head was made dead (out of attempts) and fewer than ``limit`` came, it looks again:
-        that session's next row is its head now."""
+        ``claim_heads_any``). When a head was made dead (out of attempts) and fewer than
+        ``limit`` came, it looks again: that session's next row is its head now."""
         params: dict[str, Any] = {**self._claim_params(consumer_id, lease_s), "limit": limit}
         if sids is None:
             query, params["after"] = self._q["claim_heads_any"], self._any_after
@@ -308,14 +307,14 @@ class PostgresEngine(ObservationQueueEngine):
             try:
                 return conn.run(query, params).fetchall()
             except psycopg.errors.UniqueViolation:  # another claim won a session: none of them
-                return [(False,)]
+                return [(False, None)]
 
         heads: list[PendingMessageWithId] = []
         for _ in range(_CLAIM_ROUNDS):
-            rows = self._db.call(claim, repeatable=False)
-            heads += [_delivered(row[1:13]) for row in rows if row[0]]
-            if sids is None and rows and len(rows[0]) > 13:
-                self._any_after = params["after"] = rows[0][13]
+            rows = self._db.call(claim, repeatable=False)  # (claimed, next "after", message...)
+            heads += [_delivered(row[2:]) for row in rows if row[0]]
+            if sids is None and rows and rows[0][1] is not None:
+                self._any_after = params["after"] = rows[0][1]
             if len(heads) >= limit or all(row[0] for row in rows):
                 break
             params["limit"] = limit - len(heads)

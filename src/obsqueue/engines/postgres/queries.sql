@@ -206,8 +206,9 @@ later AS (
 -- SKIP LOCKED: a session whose head another claimer holds yields nothing, never its next row.
 -- LIMIT above the lock: rows skipped or no longer due do not count, no more than "limit" rows
 -- are locked, and the sessions are probed only until "limit" heads are locked (the plan is a
--- nested loop under the lock: EXPLAIN shows it). The rows made dead come back too (alive =
--- false), so the caller can look again.
+-- nested loop under the lock: EXPLAIN shows it). Each row says whether it is claimed (false:
+-- made dead, so the caller can look again) and where a next round over every session would
+-- start (NULL here; see claim_heads_any), then the message.
 WITH heads AS (
     SELECT h.id, s.ord
     FROM unnest(%(sids)s::text[]) WITH ORDINALITY AS s(session_id, ord)
@@ -224,7 +225,7 @@ WITH heads AS (
     LIMIT %(limit)s
     FOR UPDATE OF m SKIP LOCKED
 ), {claimed_cte}
-SELECT c.status = 'processing', {delivered_columns} FROM claimed c
+SELECT c.status = 'processing', NULL::text, {delivered_columns} FROM claimed c
 
 -- claim_heads_any --
 -- The heads of up to "limit" distinct sessions of the whole namespace, taking sessions in turn:
@@ -258,9 +259,10 @@ WITH RECURSIVE {heads_after}, earlier AS (
     LIMIT %(limit)s
     FOR UPDATE OF m SKIP LOCKED
 ), {claimed_cte}
-SELECT c.status = 'processing', {delivered_columns},
+SELECT c.status = 'processing',
        -- where the next round starts: the furthest session of the laps this one took
-       (SELECT session_id FROM target ORDER BY lap DESC, session_id DESC LIMIT 1)
+       (SELECT session_id FROM target ORDER BY lap DESC, session_id DESC LIMIT 1),
+       {delivered_columns}
 FROM claimed c
 
 -- sessions_with_work --
