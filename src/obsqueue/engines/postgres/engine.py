@@ -100,7 +100,10 @@ class PostgresEngine(ObservationQueueEngine):
     scheme: ClassVar[str] = "postgresql"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
     server_kind: ClassVar[str | None] = "postgres"
-    #: Heads one claim round of the many-session iterator takes (one statement); measured.
+    #: Heads one claim round of the many-session iterator takes (one statement). Measured
+    #: with 4 consumer processes on 20 sessions: 4 to 16 drain alike (each message costs its
+    #: ack's commit, plus 1/batch of a claim's); 8 takes most of the gain while a consumer
+    #: holds fewer heads that other consumers could serve, and whose leases run meanwhile.
     CLAIM_BATCH: ClassVar[int] = 8
 
     def __init__(
