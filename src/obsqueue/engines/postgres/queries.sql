@@ -178,6 +178,99 @@ WITH target AS (
 ), {claimed_cte}
 SELECT {delivered_columns} FROM claimed c WHERE c.status = 'processing' ORDER BY c.id
 
+-- heads_after --
+-- (A fragment: a recursive CTE, after "WITH RECURSIVE".) The heads of the sessions after
+-- "after" in session order, one ordered probe of the session index per session: a skip scan
+-- that jumps from each session to the first row of the next one, so its cost grows with the
+-- number of sessions, never with their backlogs; evaluated only as far as it is read.
+later AS (
+    (SELECT session_id, id FROM {messages}
+     WHERE status <> 'dead' AND session_id > %(after)s
+     ORDER BY session_id, id
+     LIMIT 1)
+    UNION ALL
+    SELECT nxt.session_id, nxt.id
+    FROM later prev
+    CROSS JOIN LATERAL (
+        SELECT session_id, id FROM {messages}
+        WHERE status <> 'dead' AND session_id > prev.session_id
+        ORDER BY session_id, id
+        LIMIT 1
+    ) nxt
+)
+
+-- claim_heads_of --
+-- The heads of up to "limit" distinct sessions of the array "sids", in the array's order (the
+-- iterator rotates it: no session starves). Each session's head is found without locks (one
+-- ordered index probe per session, as claim_next does), then only those rows are locked, with
+-- SKIP LOCKED: a session whose head another claimer holds yields nothing, never its next row.
+-- LIMIT above the lock: rows skipped or no longer due do not count, no more than "limit" rows
+-- are locked, and the sessions are probed only until "limit" heads are locked (the plan is a
+-- nested loop under the lock: EXPLAIN shows it). Each row says whether it is claimed (false:
+-- made dead, so the caller can look again) and where a next round over every session would
+-- start (NULL here; see claim_heads_any), then the message.
+WITH heads AS (
+    SELECT h.id, s.ord
+    FROM unnest(%(sids)s::text[]) WITH ORDINALITY AS s(session_id, ord)
+    CROSS JOIN LATERAL (
+        SELECT id FROM {messages}
+        WHERE session_id = s.session_id AND status <> 'dead'
+        ORDER BY id
+        LIMIT 1
+    ) h
+), target AS (
+    SELECT {target_columns} FROM {messages} m JOIN heads USING (id)
+    WHERE {due}
+    ORDER BY heads.ord
+    LIMIT %(limit)s
+    FOR UPDATE OF m SKIP LOCKED
+), {claimed_cte}
+SELECT c.status = 'processing', NULL::text, {delivered_columns} FROM claimed c
+
+-- claim_heads_any --
+-- The heads of up to "limit" distinct sessions of the whole namespace, taking sessions in turn:
+-- those after "after" (the last session the engine's previous round claimed) in session order,
+-- then, wrapping round, the others from the first, each lap a skip scan (heads_after). No ORDER
+-- BY: a sort would need every session's head first; the laps are read in order and only until
+-- "limit" heads are locked, so a round costs about "limit" probes whatever the number of
+-- sessions. Claimed as claim_heads_of claims; each row also names the session the next round
+-- starts after.
+WITH RECURSIVE {heads_after}, earlier AS (
+    (SELECT session_id, id FROM {messages}
+     WHERE status <> 'dead' AND session_id <= %(after)s
+     ORDER BY session_id, id
+     LIMIT 1)
+    UNION ALL
+    SELECT nxt.session_id, nxt.id
+    FROM earlier prev
+    CROSS JOIN LATERAL (
+        SELECT session_id, id FROM {messages}
+        WHERE status <> 'dead' AND session_id > prev.session_id AND session_id <= %(after)s
+        ORDER BY session_id, id
+        LIMIT 1
+    ) nxt
+), heads AS (
+    SELECT 0 AS lap, id FROM later
+    UNION ALL
+    SELECT 1 AS lap, id FROM earlier
+), target AS (
+    SELECT {target_columns}, m.session_id, heads.lap FROM heads JOIN {messages} m USING (id)
+    WHERE {due}
+    LIMIT %(limit)s
+    FOR UPDATE OF m SKIP LOCKED
+), {claimed_cte}
+SELECT c.status = 'processing',
+       -- where the next round starts: the furthest session of the laps this one took
+       (SELECT session_id FROM target ORDER BY lap DESC, session_id DESC LIMIT 1),
+       {delivered_columns}
+FROM claimed c
+
+-- sessions_with_work --
+-- Every session with a message pending or in flight: the skip scan above from the start
+-- ("after" is '': session ids are never empty), one probe per session.
+WITH RECURSIVE {heads_after}
+SELECT session_id FROM later
+
 -- unclaim --
 -- Give back a claim that was never handed to the caller (a prefetched head, see the module
 -- docstring): the row returns to exactly the state it was claimed from, attempt included.
@@ -185,6 +278,20 @@ UPDATE {messages}
 SET status = 'pending', attempt = attempt - 1, claim_token = NULL, lease_expires_at = NULL,
     consumer_id = NULL, available_at = '-infinity'
 WHERE id = %(id)s AND claim_token = %(token)s AND status = 'processing'
+
+-- unclaim_many --
+-- unclaim for several claims at once (the arrays "ids" and "tokens" pair up); the sessions
+-- given back are notified, so consumers in other processes take them at once.
+WITH given_back AS (
+    UPDATE {messages} m
+    SET status = 'pending', attempt = m.attempt - 1, claim_token = NULL,
+        lease_expires_at = NULL, consumer_id = NULL, available_at = '-infinity'
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS g(id, token)
+    WHERE m.id = g.id AND m.claim_token = g.token AND m.status = 'processing'
+    RETURNING m.session_id
+)
+SELECT count(pg_notify(%(channel)s, session_id))
+FROM (SELECT DISTINCT session_id FROM given_back) s
 
 -- mark_processed --
 DELETE FROM {messages}

@@ -35,7 +35,14 @@ MESSAGES_TABLE = "obsq_messages_v1"
 TOKENS_SEQUENCE = "obsq_tokens_v1"
 VERSION_TABLE = "obsq_schema_version"
 #: In this order: a fragment may use the ones before it.
-FRAGMENTS = ("claimed_cte", "target_columns", "due", "delivered_columns", "head_claimed")
+FRAGMENTS = (
+    "claimed_cte",
+    "target_columns",
+    "due",
+    "delivered_columns",
+    "head_claimed",
+    "heads_after",
+)
 
 
 def compose_queries(namespace: str) -> dict[str, bytes]:
