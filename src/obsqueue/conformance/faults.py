@@ -50,10 +50,15 @@ class Child:
                 env=env,
                 process_group=0,
             )
-        threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True).start()
+        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True)
+        self._reader.start()
 
     def _read(self, stream: IO[bytes] | None) -> None:
         assert stream is not None
+        with stream:  # closed at EOF, by this thread: no pipe is left to the collector
+            self._read_events(stream)
+
+    def _read_events(self, stream: IO[bytes]) -> None:
         for line in stream:
             try:
                 self._events.put(json.loads(line))
@@ -131,6 +136,7 @@ class Child:
             self.process.wait(timeout=30)
         if self.process.stdin is not None:
             self.process.stdin.close()
+        self._reader.join(timeout=5)
 
 
 def start_child(

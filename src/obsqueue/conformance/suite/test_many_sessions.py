@@ -3,6 +3,7 @@ sessions keeps P1 and P2 per session, ends on stop and idle (P13), and refuses b
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -87,19 +88,21 @@ class TestManySessionsOrder:
         history = tmp_path / "history"
         stop_file = tmp_path / "stop"
         sessions = ["s1", "s2", "s3", "s4"]
-        consumers = [
-            start_child(
-                "consume",
-                obsqueue_engine_spec,
-                history,
-                f"consumer-{n}",
-                sessions=sessions,
-                many=True,
-                stop_file=str(stop_file),
-            )
-            for n in (1, 2)
-        ]
-        try:
+        with contextlib.ExitStack() as children:
+            consumers = [
+                children.enter_context(
+                    start_child(
+                        "consume",
+                        obsqueue_engine_spec,
+                        history,
+                        f"consumer-{n}",
+                        sessions=sessions,
+                        many=True,
+                        stop_file=str(stop_file),
+                    )
+                )
+                for n in (1, 2)
+            ]
             for consumer in consumers:
                 consumer.expect("ready")
             with start_child(
@@ -116,9 +119,6 @@ class TestManySessionsOrder:
             stop_file.touch()
             for consumer in consumers:
                 consumer.expect("done")
-        finally:
-            for consumer in consumers:
-                consumer.__exit__(None, None, None)
         result = check(history, queue_engine)
         assert drained, f"queue did not drain: depth {queue_engine.get_total_queue_depth()}"
         assert result.messages == 100
