@@ -121,7 +121,17 @@ def conformance(session: nox.Session) -> None:
 #: ``nox -s bench``: the quick profile of these workloads, on every engine, in < 10 minutes.
 QUICK_WORKLOADS = ["sessions"]
 #: ``nox -s bench-full``: every shipped workload at the full profile.
-FULL_WORKLOADS = ["sessions", "drain", "latency", "idle", "recovery", "scaling"]
+FULL_WORKLOADS = [
+    "sessions",
+    "drain",
+    "latency",
+    "idle",
+    "recovery",
+    "scaling",
+    "one-session",
+    "twenty-sessions",
+    "trickle",
+]
 #: The durability sweep's engines: one per backend with durability settings.
 SWEEP_ENGINES = ["sqlite://", "postgresql://", "redis://"]
 
