@@ -23,6 +23,7 @@ from obsqueue.engines.base import (
     now_ms,
 )
 from obsqueue.engines.sqlite.engine import Conn, SqliteEngine
+from obsqueue.engines.sqlite.heads import Heads
 
 __all__ = [
     "SQLITE_MUTANTS",
@@ -242,10 +243,25 @@ class ProcessClockLeaseEngine(SqliteEngine):
         "test_live_claim_of_another_process_is_not_taken_before_its_lease",
         "clocks that differ between processes",
     )
-    _claim_next = _on_process_clock(SqliteEngine._claim_next)
-    _claim_head = _on_process_clock(SqliteEngine._claim_head)
     _mark_failed = _on_process_clock(SqliteEngine._mark_failed)
     _extend_lease = _on_process_clock(SqliteEngine._extend_lease)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # every claim decision is made in sqlite/heads.py: its clock is swapped too
+        self._heads = _ProcessClockHeads(
+            run=self._run, q=self._q, out_of_attempts=self.out_of_attempts
+        )
+
+
+class _ProcessClockHeads(Heads):
+    """The engine's claims (one session and many), deciding by the process's own clock."""
+
+    claim_next = _on_process_clock(Heads.claim_next)
+    claim_head = _on_process_clock(Heads.claim_head)
+    _due_heads = _on_process_clock(Heads._due_heads)
+    _claim_due = _on_process_clock(Heads._claim_due)
+    _claim = _on_process_clock(Heads._claim)
 
 
 SQLITE_MUTANTS: list[type[SqliteEngine]] = [
