@@ -20,3 +20,10 @@ def test_references_ceiling_keeps_only_the_raw_ceiling(tmp_path: object) -> None
     assert [t.kind for t in ceiling.targets] == ["ceiling"]
     assert ceiling.note is not None
     assert "only the raw ceiling ran" in ceiling.note
+
+
+def test_the_main_job_starts_the_longest_suites_first() -> None:
+    from obsqueue.reporting.job import longest_first
+
+    urls = ["memory://", "sqlite://", "exec+bee-queue+redis://", "nosuch://"]
+    assert longest_first(urls) == ["exec+bee-queue+redis://", "sqlite://", "memory://", "nosuch://"]

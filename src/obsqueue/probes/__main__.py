@@ -8,7 +8,7 @@ import sys
 from obsqueue.engines import engine_class
 from obsqueue.errors import ObsqueueError
 from obsqueue.probes.run import run_probes
-from obsqueue.probes.shipped import engine_urls
+from obsqueue.probes.shipped import engine_urls, engine_weights
 from obsqueue.results import add_results_option
 from obsqueue.servers import split_server_durability
 
@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         "--list", action="store_true", help="print the URLs of every registered engine and exit"
     )
     parser.add_argument(
+        "--weights",
+        action="store_true",
+        help="print 'weight URL' for every shipped engine (its suite's expected duration, for "
+        "running the longest first) and exit",
+    )
+    parser.add_argument(
         "--check", action="store_true", help="only check that each URL names a usable engine"
     )
     add_results_option(parser)
@@ -45,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(engine_urls()))
+        return 0
+    if args.weights:
+        print("\n".join(f"{weight} {url}" for url, weight in engine_weights().items()))
         return 0
     if not args.urls:
         parser.error("give engine URLs, or --list")

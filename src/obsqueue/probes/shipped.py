@@ -12,7 +12,7 @@ import shutil
 
 from obsqueue.conformance.declared import shipped_engines
 
-__all__ = ["engine_urls"]
+__all__ = ["engine_urls", "engine_weights"]
 
 
 def engine_urls() -> list[str]:
@@ -22,3 +22,8 @@ def engine_urls() -> list[str]:
         for engine in shipped_engines()
         if have_node or not engine.url.startswith("exec+")
     ]
+
+
+def engine_weights() -> dict[str, float]:
+    """Each shipped engine's ``weight``: its suite's expected duration, relative to the others."""
+    return {engine.url: engine.weight for engine in shipped_engines()}

@@ -28,7 +28,14 @@ from obsqueue.reporting.matrix import terminal_matrix
 from obsqueue.reporting.progress import Display, Step
 from obsqueue.results import environment, peers_once_per_backend, write_results
 
-__all__ = ["bench_unsupported", "check_engines", "default_engines", "git_commit", "run_scorecard"]
+__all__ = [
+    "bench_unsupported",
+    "check_engines",
+    "default_engines",
+    "git_commit",
+    "longest_first",
+    "run_scorecard",
+]
 
 CLI = (sys.executable, "-m", "obsqueue.cli")
 PROBES = (sys.executable, "-m", "obsqueue.probes")
@@ -62,6 +69,17 @@ def default_engines() -> list[str]:
     """Every registered engine (``python -m obsqueue.probes --list``: the probes may read the
     registry; this module may not)."""
     return _output([*PROBES, "--list"]).splitlines()
+
+
+def longest_first(urls: Sequence[str]) -> list[str]:
+    """``urls`` with the shipped engines whose suites take longest first (their ``weight``), so
+    two engines at a time end together instead of one long suite running alone at the end."""
+    try:
+        lines = _output([*PROBES, "--weights"]).splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return list(urls)
+    weights = {url: float(w) for w, _, url in (line.partition(" ") for line in lines) if url}
+    return sorted(urls, key=lambda url: -weights.get(url, 1.0))
 
 
 def bench_unsupported() -> str | None:
@@ -139,7 +157,8 @@ def run_scorecard(
     no_bench = bench_unsupported()
     with Display(list(steps.values()), console) as display:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            list(pool.map(lambda u: _engine_steps(u, results, steps, display), urls))
+            order = longest_first(urls)
+            list(pool.map(lambda u: _engine_steps(u, results, steps, display), order))
         with_peers = peers_once_per_backend(urls)
         for url in urls:
             if no_bench:
