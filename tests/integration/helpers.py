@@ -12,7 +12,7 @@ from typing import Any
 
 from obsqueue.conformance.faults import Child, start_child
 from obsqueue.conformance.spec import EngineSpec
-from obsqueue.engines.base import ObservationQueueEngine, PendingMessage
+from obsqueue.engines.base import ObservationQueueEngine, PendingMessage, PendingMessageWithId
 from obsqueue.servers import ServerUnavailableError
 from obsqueue.servers.containers import docker_engine
 
@@ -31,15 +31,28 @@ def child(role: str, spec: EngineSpec, history: Path, name: str, **config: Any) 
 
 
 def wake_latencies(
-    producer: ObservationQueueEngine, consumer: ObservationQueueEngine, count: int = 20
+    producer: ObservationQueueEngine,
+    consumer: ObservationQueueEngine,
+    count: int = 20,
+    *,
+    sessions: list[str] | None = None,
+    every: bool = False,
 ) -> list[float]:
     """Seconds from each enqueue on ``producer`` to its delivery by ``consumer``'s iterator,
-    which blocks in a thread between messages (two engine objects: two connections)."""
+    which blocks in a thread between messages (two engine objects: two connections). With
+    ``sessions``, the enqueues go to them in turn and the consumer is a many-session iterator
+    over them (``every``: over every session)."""
     latencies: list[float] = []
     stop = threading.Event()
+    targets = sessions or ["s"]
+
+    def messages() -> Iterator[PendingMessageWithId]:
+        if sessions is None:
+            return consumer.create_iterator("s", stop=stop)
+        return consumer.create_multi_session_iterator(None if every else sessions, stop=stop)
 
     def consume() -> None:
-        for msg in consumer.create_iterator("s", stop=stop):
+        for msg in messages():
             latencies.append(time.monotonic() - msg.payload["sent"])
             consumer.mark_processed(msg)
 
@@ -50,7 +63,8 @@ def wake_latencies(
         for i in range(count):
             time.sleep(0.05)  # let the consumer block again
             sent = time.monotonic()
-            producer.enqueue("s", "c", PendingMessage("observation", None, {"sent": sent}))
+            session = targets[i * 7 % len(targets)]
+            producer.enqueue(session, "c", PendingMessage("observation", None, {"sent": sent}))
             deadline = sent + 10
             while len(latencies) <= i and time.monotonic() < deadline:
                 time.sleep(0.002)
